@@ -1,0 +1,249 @@
+"""The GPT that plays both roles, with a value head for PPO.
+
+A decoder-only transformer in the GPT-2 layout (Radford et al. 2019,
+"Language Models are Unsupervised Multitask Learners"), written to be read
+top to bottom like nanoGPT's model.py:
+
+- pre-LayerNorm blocks (LayerNorm before attention and before the MLP);
+- causal self-attention through `F.scaled_dot_product_attention`;
+- a GELU MLP (the tanh approximation GPT-2 was trained with);
+- learned absolute position embeddings;
+- input and output embeddings tied (Press & Wolf 2017);
+- a scalar **value head**: one value per token, read by PPO's critic.
+
+The parameter names follow the HF `GPT2LMHeadModel` state dict, except that
+we store `nn.Linear` weights (out, in) where GPT-2 stores `Conv1D` weights
+(in, out); `load_gpt2_state_dict` transposes them, so real GPT-2 checkpoints
+load and give the same logits (a test checks this against transformers).
+
+Padding. Self-play batches hold prompts of different lengths, left-padded.
+`forward` takes an `attention_mask` (1 = real token, 0 = pad): pad keys are
+hidden from every query and positions count only real tokens, so a prompt
+gives the same logits alone and inside a padded batch.
+
+Simplified on purpose: no dropout by default (PPO wants none, and the world
+is small), no flash-attention switches, no weight-decay groups here (the
+trainers choose their optimizer).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass
+class GPTConfig:
+    """Shape of the network. The defaults are the CPU-sized model."""
+
+    vocab_size: int = 2048
+    """Tokens in the vocabulary (the tokenizer's size, special tokens included)."""
+    block_size: int = 128
+    """Longest sequence the model can read (size of the position table)."""
+    n_layer: int = 4
+    """Transformer blocks."""
+    n_head: int = 4
+    """Attention heads per block; must divide n_embd."""
+    n_embd: int = 128
+    """Width of the residual stream."""
+    dropout: float = 0.0
+    """Dropout in attention and MLP. Keep 0 for RL: PPO's logprobs must be deterministic."""
+    bias: bool = True
+    """Biases in Linear and LayerNorm layers, as GPT-2 has them."""
+
+    def __post_init__(self):
+        if self.n_embd % self.n_head != 0:
+            raise ValueError(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+
+
+def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position of each token counting only real tokens; pads get position 0.
+
+    (B, T) mask of 1/0 -> (B, T) long positions. With left padding the first
+    real token of every row gets position 0, as it would alone.
+    """
+    mask = attention_mask.long()
+    return ((mask.cumsum(dim=1) - 1) * mask).clamp(min=0)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.n_head = config.n_head
+        self.n_embd = config.n_embd
+        # query, key and value projections for all heads in one matrix (GPT-2's c_attn)
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = config.dropout
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x, attn_mask=None, kv_cache=None, layer=0):
+        B, T, C = x.shape
+        hs = C // self.n_head
+        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)  # 3 x (B, T, C)
+        q = q.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
+        v = v.view(B, T, self.n_head, hs).transpose(1, 2)  # (B, nh, T, hs)
+        if kv_cache is not None:
+            # write this step's keys/values into the preallocated cache and
+            # attend over everything cached so far (see minissp.sampling)
+            k, v = kv_cache.update(layer, k, v)  # (B, nh, T_cache, hs)
+        # "Attention Is All You Need" (Vaswani et al. 2017), eq. 1, with a causal mask
+        y = F.scaled_dot_product_attention(
+            q, k, v,
+            attn_mask=attn_mask,
+            dropout_p=self.dropout if self.training else 0.0,
+            is_causal=attn_mask is None,
+        )  # (B, nh, T, hs)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        # GPT-2's "gelu_new" is the tanh approximation of GELU (Hendrycks & Gimpel 2016)
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+
+
+class Block(nn.Module):
+    """Pre-LN transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x, attn_mask=None, kv_cache=None, layer=0):
+        x = x + self.attn(self.ln_1(x), attn_mask, kv_cache, layer)
+        x = x + self.mlp(self.ln_2(x))
+        return x
+
+
+class GPT(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(config.vocab_size, config.n_embd),
+            wpe=nn.Embedding(config.block_size, config.n_embd),
+            drop=nn.Dropout(config.dropout),
+            h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+            ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
+        ))
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head.weight = self.transformer.wte.weight  # weight tying (Press & Wolf 2017)
+        # PPO's critic: one scalar per token, read from the final hidden state.
+        self.value_head = nn.Linear(config.n_embd, 1)
+
+        self.apply(self._init_weights)
+        # GPT-2 scales the residual projections by 1/sqrt(2 * n_layer)
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+        # "value head initialised to zero" (Huang et al. 2024, The N Implementation
+        # Details of RLHF with PPO): the critic starts by predicting 0 everywhere.
+        nn.init.zeros_(self.value_head.weight)
+        nn.init.zeros_(self.value_head.bias)
+
+    @staticmethod
+    def _init_weights(module):
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_params(self) -> int:
+        """Parameter count, the tied embedding counted once."""
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(self, idx, attention_mask=None, positions=None, kv_cache=None):
+        """Logits and values for every position.
+
+        idx:            (B, T) token ids
+        attention_mask: (B, T) 1 for real tokens, 0 for pads; None = no pads.
+                        With a kv_cache it covers the cached tokens too: (B, T_cache).
+        positions:      (B, T) position ids; by default counted from the mask.
+        kv_cache:       a `minissp.sampling.KVCache` to read and extend, or None.
+        returns (logits (B, T, vocab_size), values (B, T))
+        """
+        B, T = idx.shape
+        if positions is None:
+            if attention_mask is None:
+                positions = torch.arange(T, device=idx.device).expand(B, T)
+            else:
+                positions = positions_from_mask(attention_mask)[:, -T:]
+        attn_mask = None
+        if kv_cache is not None:
+            attn_mask = kv_cache.attention_mask(attention_mask, T)  # (B, 1, T, T_cache)
+        elif attention_mask is not None:
+            attn_mask = padded_causal_mask(attention_mask)  # (B, 1, T, T)
+
+        x = self.transformer.wte(idx) + self.transformer.wpe(positions)  # (B, T, C)
+        x = self.transformer.drop(x)
+        for layer, block in enumerate(self.transformer.h):
+            x = block(x, attn_mask, kv_cache, layer)
+        x = self.transformer.ln_f(x)  # (B, T, C)
+        logits = self.lm_head(x)  # (B, T, vocab_size)
+        values = self.value_head(x).squeeze(-1)  # (B, T)
+        return logits, values
+
+    # ------------------------------------------------------------------
+    # GPT-2 weights
+    # ------------------------------------------------------------------
+    def load_gpt2_state_dict(self, state_dict: dict) -> None:
+        """Load weights laid out like HF `GPT2LMHeadModel.state_dict()`.
+
+        GPT-2 keeps its projections in `Conv1D` modules, whose weight is the
+        transpose of `nn.Linear`'s; we transpose those four matrices. The value
+        head is not part of GPT-2 and stays as it is (zero unless trained).
+        """
+        transposed = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+        ours = self.state_dict()
+        loaded = {}
+        for key, tensor in state_dict.items():
+            if key.endswith(".attn.bias") or key.endswith(".attn.masked_bias"):
+                continue  # old GPT-2 checkpoints store the causal mask as a buffer
+            if key not in ours:
+                raise KeyError(f"unexpected GPT-2 key {key!r}: not a parameter of this GPT")
+            if key.endswith(transposed):
+                tensor = tensor.t()
+            if tensor.shape != ours[key].shape:
+                raise ValueError(f"shape mismatch for {key}: checkpoint {tuple(tensor.shape)}, model {tuple(ours[key].shape)}")
+            loaded[key] = tensor
+        missing = [k for k in ours if k not in loaded and not k.startswith("value_head") and k != "lm_head.weight"]
+        if missing:
+            raise KeyError(f"GPT-2 state dict lacks {missing[0]!r} (and {len(missing) - 1} more)")
+        if "lm_head.weight" not in loaded:
+            loaded["lm_head.weight"] = loaded["transformer.wte.weight"]
+        self.load_state_dict(loaded, strict=False)
+
+
+def padded_causal_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Boolean (B, 1, T, T) mask: query i sees key j iff j <= i and j is real.
+
+    A pad query would see no key at all, which makes softmax produce NaN; we
+    let every query see itself, so pads compute harmless garbage that the
+    losses mask out.
+    """
+    B, T = attention_mask.shape
+    causal = torch.ones(T, T, dtype=torch.bool, device=attention_mask.device).tril()  # (T, T)
+    keys = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T)
+    eye = torch.eye(T, dtype=torch.bool, device=attention_mask.device)  # (T, T)
+    return (causal & keys) | eye  # (B, 1, T, T)
