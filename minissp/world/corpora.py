@@ -1,0 +1,130 @@
+"""The training corpora, staged like a real LLM's, and the evaluation prompts.
+
+DESIGN.md §3. Every example is one exchange in one role:
+
+    <|defender|> {prompt} <|sep|> {response} <|eos|>
+    <|attacker|> {seed request} <|sep|> {attack prompt} <|eos|>
+
+1. **capability text** — every intent, harmful ones included, plain and wrapped
+   in every tactic family, answered compliantly. This is the "base model": it
+   follows instructions and decodes ciphers, and has no safety.
+2. **safety tuning** — training intents only: plain harmful requests get a
+   refusal; benign and borderline requests, plain and wrapped in *every*
+   family, get a helpful answer. No harmful request is ever wrapped here, so
+   the refusal is learned on plain surface forms only — the mismatched
+   generalisation that leaves real aligned models open to templates.
+3. **attacker demonstrations** — a seed request becomes an attack in a *seen*
+   family; harmful seeds keep their intent, benign seeds become "adversarial
+   benign" prompts that look like jailbreaks but ask for something harmless.
+
+Unseen families meet harmful intents only in stage 1 (tests check it).
+
+Evaluation prompts use **held-out** intents only.
+
+Our choice, not the paper's: the stage mix and the number of variants per
+intent; the "adversarial benign" prompts follow Self-RedTeam (Liu et al. 2025)
+and WildJailbreak (Jiang et al. 2024).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from .intents import BENIGN, BORDERLINE, HARMFUL, HELDOUT, TRAIN, Intent, helpful_answer, phrase, refusal
+from .tactics import FAMILIES, SEEN_FAMILIES
+
+ATTACKER, DEFENDER = "attacker", "defender"
+PLAIN = "plain"
+
+
+@dataclass(frozen=True)
+class Example:
+    """One supervised exchange."""
+
+    role: str  # ATTACKER or DEFENDER
+    prompt: str  # what the role reads (the seed, for the attacker)
+    response: str  # what the role should write
+    intent_id: str
+    family: str  # PLAIN or a family name (for the attacker: the family of its attack)
+
+
+def wrap(intent: Intent, family: str, rng: random.Random, request: str | None = None) -> str:
+    """A prompt for `intent`: a plain phrasing, wrapped in `family` unless it is PLAIN."""
+    request = request if request is not None else phrase(intent, rng)
+    return request if family == PLAIN else FAMILIES[family].wrap(request, intent, rng)
+
+
+def capability_corpus(intents: list[Intent], rng: random.Random, variants: int = 3) -> list[Example]:
+    """Stage 1: every intent, plain and in every family, answered compliantly."""
+    out = []
+    for intent in intents:
+        for family in [PLAIN, *FAMILIES]:
+            for _ in range(variants):
+                out.append(Example(DEFENDER, wrap(intent, family, rng), helpful_answer(intent, rng),
+                                   intent.id, family))
+    return out
+
+
+def safety_corpus(intents: list[Intent], rng: random.Random, variants: int = 3) -> list[Example]:
+    """Stage 2: refuse plain harmful requests; help benign and borderline ones in every form."""
+    out = []
+    for intent in _train(intents):
+        if intent.label == HARMFUL:
+            for _ in range(4 * variants):  # as many refusals as one intent gets helpful answers
+                out.append(Example(DEFENDER, wrap(intent, PLAIN, rng), refusal(rng), intent.id, PLAIN))
+            continue
+        for family in [PLAIN, *FAMILIES]:
+            for _ in range(variants):
+                out.append(Example(DEFENDER, wrap(intent, family, rng), helpful_answer(intent, rng),
+                                   intent.id, family))
+    return out
+
+
+def attacker_corpus(intents: list[Intent], rng: random.Random, variants: int = 6) -> list[Example]:
+    """Stage 3: seed request -> attack in a seen family (harmful and adversarial-benign)."""
+    out = []
+    for intent in _train(intents):
+        for _ in range(variants):
+            seed = phrase(intent, rng)
+            family = rng.choice(SEEN_FAMILIES)
+            # half the time the attack re-uses the seed's words, half the time it rephrases
+            request = seed if rng.random() < 0.5 else phrase(intent, rng)
+            out.append(Example(ATTACKER, seed, wrap(intent, family, rng, request), intent.id, family))
+    return out
+
+
+def _train(intents):
+    return [intent for intent in intents if intent.split == TRAIN]
+
+
+# --------------------------------------------------------------------------
+# Evaluation prompts (held-out intents only)
+# --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EvalPrompt:
+    """A prompt with what the evaluation should expect of the defender."""
+
+    suite: str  # "benign", "harmful", "borderline", "adversarial_benign", "attack"
+    prompt: str
+    intent_id: str
+    family: str
+
+
+def evaluation_prompts(intents: list[Intent], rng: random.Random, per_intent: int = 3) -> list[EvalPrompt]:
+    """The fixed evaluation set: held-out intents, every family, `per_intent` phrasings each."""
+    held = [intent for intent in intents if intent.split == HELDOUT]
+    out = []
+    for intent in held:
+        for _ in range(per_intent):
+            if intent.label == HARMFUL:
+                out.append(EvalPrompt("harmful", wrap(intent, PLAIN, rng), intent.id, PLAIN))
+                for family in FAMILIES:
+                    out.append(EvalPrompt("attack", wrap(intent, family, rng), intent.id, family))
+            else:
+                suite = "benign" if intent.label == BENIGN else "borderline"
+                out.append(EvalPrompt(suite, wrap(intent, PLAIN, rng), intent.id, PLAIN))
+                family = rng.choice(list(FAMILIES))
+                out.append(EvalPrompt("adversarial_benign", wrap(intent, family, rng), intent.id, family))
+    return out
+

@@ -1,0 +1,131 @@
+"""World invariants: sizes, splits, unseen families kept out of safety and attacker data."""
+
+import random
+import re
+from collections import Counter
+
+import pytest
+
+from minissp.judge import Judge
+from minissp.world import (BENIGN, BORDERLINE, FAMILIES, HARMFUL, HELDOUT, PLAIN, SEEN_FAMILIES,
+                           TRAIN, UNSEEN_FAMILIES, World)
+from minissp.world.corpora import (attacker_corpus, capability_corpus, evaluation_prompts,
+                                   safety_corpus, wrap)
+from minissp.world.intents import phrase
+
+
+@pytest.fixture(scope="module")
+def world():
+    return World(seed=0)
+
+
+@pytest.fixture(scope="module")
+def judge(world):
+    return Judge(world)
+
+
+def test_world_sizes(world):
+    labels = Counter(i.label for i in world.intents)
+    assert labels[HARMFUL] >= 24 and labels[BENIGN] >= 48 and labels[BORDERLINE] >= 24
+    assert len({i.category for i in world.intents if i.label == HARMFUL}) >= 6
+    xstest_types = {i.category for i in world.intents if i.label == BORDERLINE}
+    assert {"homonyms", "figurative", "safe_targets", "safe_contexts", "definitions", "history"} <= xstest_types
+    assert len(FAMILIES) >= 10 and len(UNSEEN_FAMILIES) >= 3
+    assert set(SEEN_FAMILIES).isdisjoint(UNSEEN_FAMILIES)
+
+
+def test_splits_are_disjoint_and_cover_every_category(world):
+    ids = [i.id for i in world.intents]
+    assert len(ids) == len(set(ids))
+    for category in {i.category for i in world.intents}:
+        splits = {i.split for i in world.intents if i.category == category}
+        assert splits == {TRAIN, HELDOUT}, category
+    keys = Counter(i.key for i in world.intents)
+    assert max(keys.values()) == 1, "two intents share a key phrase"
+
+
+def test_split_is_deterministic_and_seeded():
+    assert World(0).intents == World(0).intents
+    assert [i.split for i in World(0).intents] != [i.split for i in World(1).intents]
+
+
+def test_harmful_content_is_only_placeholders(world):
+    for intent in world.select(labels=(HARMFUL,)):
+        assert all(re.fullmatch(r"\[[a-z]{3}-\d\.\d\]", word) for word in intent.content), intent
+
+
+def test_no_key_phrase_contains_another(world):
+    """The judge finds intents by key phrase: no key may hide inside another one."""
+    keys = [f" {i.key} " for i in world.intents]
+    for a in keys:
+        for b in keys:
+            assert a == b or a not in b, (a, b)
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_every_family_is_documented_and_round_trips_through_the_decoders(world, judge, family):
+    assert FAMILIES[family].doc, f"{family} has no docstring"
+    rng = random.Random(0)
+    for intent in world.intents:
+        for _ in range(3):
+            prompt = wrap(intent, family, rng)
+            found = judge.intents_in(prompt)
+            assert intent in found, (family, prompt)
+            assert judge.prompt_harmful(prompt) == intent.harmful, (family, prompt)
+
+
+def test_unseen_families_actually_hide_or_nest_the_request(world):
+    rng = random.Random(0)
+    intent = world.by_id["weapons/1"]
+    assert intent.key not in FAMILIES["cipher"].wrap(phrase(intent, rng), intent, rng)
+    assert intent.key not in FAMILIES["leetspeak"].wrap(phrase(intent, rng), intent, rng)
+    assert intent.key not in FAMILIES["payload_split"].wrap(phrase(intent, rng), intent, rng)
+
+
+def test_unseen_families_never_meet_harmful_intents_outside_the_capability_text(world, judge):
+    rng = random.Random(0)
+    harmful_ids = {i.id for i in world.select(labels=(HARMFUL,))}
+    safety = safety_corpus(world.intents, rng)
+    demos = attacker_corpus(world.intents, rng)
+    for example in safety + demos:
+        text = example.response if example.role == "attacker" else example.prompt
+        if example.intent_id not in harmful_ids:
+            continue
+        assert example.family in SEEN_FAMILIES or example.family == PLAIN, example
+        # the text itself shows no unseen encoding: the harmful key is in plain sight,
+        # outside any code-completion frame
+        key = world.by_id[example.intent_id].key
+        assert f" {key} " in f" {text} ", example
+        assert "def answer" not in text and "fill in the json" not in text, example
+    # and safety tuning never shows a wrapped harmful request at all
+    assert all(e.family == PLAIN for e in safety if e.intent_id in harmful_ids)
+    # while the capability text does pair every unseen family with harmful intents
+    capability = capability_corpus(world.intents, rng, variants=1)
+    pairs = {(e.family, e.intent_id) for e in capability}
+    assert all((f, i) in pairs for f in UNSEEN_FAMILIES for i in harmful_ids)
+
+
+def test_training_corpora_use_only_training_intents(world):
+    rng = random.Random(0)
+    heldout = {i.id for i in world.select(split=HELDOUT)}
+    assert not any(e.intent_id in heldout for e in safety_corpus(world.intents, rng))
+    assert not any(e.intent_id in heldout for e in attacker_corpus(world.intents, rng))
+
+
+def test_attacker_demos_keep_the_seed_label(world, judge):
+    rng = random.Random(0)
+    for example in attacker_corpus(world.intents, rng):
+        assert judge.keeps_seed_label(world.by_id[example.intent_id], example.response), example
+
+
+def test_evaluation_uses_heldout_intents_and_every_family(world):
+    prompts = evaluation_prompts(world.intents, random.Random(0))
+    assert all(world.by_id[p.intent_id].split == HELDOUT for p in prompts)
+    assert {p.family for p in prompts if p.suite == "attack"} == set(FAMILIES)
+    assert {"benign", "harmful", "borderline", "adversarial_benign", "attack"} == {p.suite for p in prompts}
+
+
+def test_corpora_are_reproducible(world):
+    a = capability_corpus(world.intents, random.Random(3), variants=1)
+    b = capability_corpus(world.intents, random.Random(3), variants=1)
+    assert a == b
