@@ -1,0 +1,389 @@
+"""PPO for language models, hand-written, one sequence batch at a time.
+
+Proximal Policy Optimization (Schulman et al. 2017, arXiv 1707.06347) with
+Generalized Advantage Estimation (Schulman et al. 2016, arXiv 1506.02438),
+following the checklists of "The N Implementation Details of RLHF with PPO"
+(Huang et al. 2024, ICLR blog track; "N details" below) and "The 37
+Implementation Details of PPO" (Huang et al. 2022; "37 details" below).
+The `# [..]` comments point at the source of each checklist item.
+
+Alignment convention (the only one used in this file)
+----------------------------------------------------
+A sequence is `input_ids (B, T)` = [left pads | prompt | response ... EOS | pads].
+We work on the shifted next-token view: `logits[:, t]` predicts
+`input_ids[:, t + 1]`. Every per-token tensor has length L = T - 1, and
+index t means "the action `input_ids[:, t + 1]`, taken in the state
+`input_ids[:, :t + 1]`":
+
+    logprobs[:, t]    = log pi(input_ids[:, t + 1] | input_ids[:, :t + 1])
+    values[:, t]      = V(input_ids[:, :t + 1])   (the state before the action)
+    action_mask[:, t] = True iff input_ids[:, t + 1] is a response token, EOS included
+
+Masked slots (prompt, pads) may hold anything, NaN included: every input is
+passed through `torch.where(mask, x, 0)` before it is used.
+
+Simplified: no adaptive KL controller (β is fixed); no reward whitening or
+score clipping; no separate critic network (the value head shares the trunk);
+advantages are whitened once per rollout batch, not per minibatch.
+
+Our choice, not the paper's (SSP publishes no PPO details):
+- advantages are whitened per role, so attacker and defender rewards never
+  share a scale; `whiten_advantages_per_role=False` whitens the batch as one;
+- the loss is a token-level mean over the minibatch, both roles mixed;
+- with `advantage_estimator="rloo"` the method is critic-free: the value loss
+  is still computed against Monte-Carlo returns and logged, but weighted 0;
+- the RLOO sequence reward is the sum of the KL-shaped token rewards (score
+  minus β·KL), as in Ahmadian et al. 2024.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn as nn
+
+ROLES = ("attacker", "defender")  # role id 0, role id 1
+
+
+@dataclass
+class PPOConfig:
+    kl_coef: float = 0.05
+    """β of the per-token KL penalty −β(logπ − logπ_ref) added to the reward."""
+    gamma: float = 1.0
+    """Discount factor; 1 for language ([N details]: γ = 1)."""
+    lam: float = 0.95
+    """GAE λ: 1 = Monte-Carlo advantages (high variance), 0 = one-step TD (high bias)."""
+    clip_range: float = 0.2
+    """ε of the clipped surrogate: the ratio ρ is clipped to [1 − ε, 1 + ε]."""
+    clip_range_value: float = 0.2
+    """How far a new value may move from the rollout's value before its error is clipped."""
+    vf_coef: float = 0.1
+    """Weight of the value loss in the total loss."""
+    ent_coef: float = 0.0
+    """Weight of the entropy bonus (0: the KL penalty already keeps the policy spread)."""
+    max_grad_norm: float = 0.5
+    """Global gradient-norm clip ([37 details])."""
+    epochs: int = 4
+    """Passes over the rollout batch per update."""
+    minibatch_size: int = 16
+    """Sequences per gradient step; the last minibatch of an epoch may be smaller."""
+    lr: float = 1e-4
+    """Adam learning rate (see `make_optimizer`)."""
+    adam_eps: float = 1e-5
+    """Adam ε ([37 details]: 1e-5 instead of PyTorch's 1e-8)."""
+    temperature: float = 1.0
+    """Sampling temperature; every logprob recomputation divides the logits by it."""
+    missing_eos_penalty: float = -1.0
+    """Score that replaces the judge's for a response that never emitted EOS."""
+    advantage_estimator: str = "gae"
+    """"gae" (critic, default) or "rloo" (leave-one-out baseline over a group of samples)."""
+    whiten_advantages_per_role: bool = True
+    """Whiten advantages separately for attacker and defender tokens."""
+
+    def __post_init__(self):
+        if self.advantage_estimator not in ("gae", "rloo"):
+            raise ValueError(f"advantage_estimator must be 'gae' or 'rloo', got {self.advantage_estimator!r}")
+        for name in ("epochs", "minibatch_size", "lr", "temperature", "max_grad_norm"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+
+
+@dataclass
+class RolloutBatch:
+    """One batch of sampled sequences and what the rollout policy said about them."""
+
+    input_ids: torch.Tensor       # (B, T) long
+    attention_mask: torch.Tensor  # (B, T) 1 = real token, 0 = pad
+    action_mask: torch.Tensor     # (B, L) bool, L = T - 1: response tokens incl. EOS
+    old_logprobs: torch.Tensor    # (B, L) rollout policy, temperature-scaled
+    ref_logprobs: torch.Tensor    # (B, L) reference policy, same temperature
+    old_values: torch.Tensor      # (B, L) rollout critic
+    scores: torch.Tensor          # (B,) judge's score per sequence
+    finished: torch.Tensor        # (B,) bool: the response emitted EOS
+    role: torch.Tensor            # (B,) long: 0 attacker, 1 defender
+    group: Optional[torch.Tensor] = None  # (B,) long: samples of the same seed (RLOO)
+
+    def __post_init__(self):
+        B, T = self.input_ids.shape
+        self.action_mask = self.action_mask.bool()
+        self.finished = self.finished.bool()
+        if self.action_mask.shape != (B, T - 1):
+            raise ValueError(f"action_mask must be (B, T-1) = {(B, T - 1)}, got {tuple(self.action_mask.shape)}")
+        if not self.action_mask.any(dim=1).all():
+            raise ValueError("every sequence needs at least one action token")
+        if (self.action_mask & (self.attention_mask[:, 1:] == 0)).any():
+            raise ValueError("action_mask marks a pad token (attention_mask is 0 there)")
+        if not ((self.role == 0) | (self.role == 1)).all():
+            raise ValueError("role must be 0 (attacker) or 1 (defender)")
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+
+def make_optimizer(model: nn.Module, cfg: PPOConfig) -> torch.optim.Adam:
+    return torch.optim.Adam(model.parameters(), lr=cfg.lr, eps=cfg.adam_eps)  # [37 details] Adam ε
+
+
+# ----------------------------------------------------------------------------
+# logprobs, values and entropy in the shifted view
+# ----------------------------------------------------------------------------
+
+def shifted_logits_and_values(model, input_ids, attention_mask, temperature):
+    """(B, T) ids -> logits (B, L, V) divided by the temperature, values (B, L)."""
+    logits, values = model(input_ids, attention_mask=attention_mask)  # (B, T, V), (B, T)
+    # [N details] divide by the sampling temperature in every recomputation, else KL grows too fast
+    return logits[:, :-1].float() / temperature, values[:, :-1].float()
+
+
+def logprobs_of(logits, tokens):
+    """logits (B, L, V), tokens (B, L) -> log-probabilities of those tokens (B, L)."""
+    return torch.log_softmax(logits, dim=-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+
+
+def entropy_of(logits):
+    """logits (B, L, V) -> entropy of each next-token distribution (B, L)."""
+    logp = torch.log_softmax(logits, dim=-1)
+    return -(logp.exp() * logp).sum(-1)
+
+
+def sequence_logprobs_and_values(model, input_ids, attention_mask, temperature=1.0):
+    """Logprobs of the taken tokens (B, L) and values (B, L), in the shifted view."""
+    logits, values = shifted_logits_and_values(model, input_ids, attention_mask, temperature)
+    return logprobs_of(logits, input_ids[:, 1:]), values
+
+
+@torch.no_grad()
+def make_rollout_batch(model, ref_model, input_ids, attention_mask, action_mask, scores,
+                       finished, role, cfg: PPOConfig, group=None) -> RolloutBatch:
+    """Score sampled sequences with the rollout policy/critic and the reference.
+
+    Runs in chunks of `cfg.minibatch_size` rows, so memory stays bounded and
+    the forward passes have the same shape as those of `ppo_update`.
+    """
+    old_lp, old_v, ref_lp = [], [], []
+    for rows in torch.arange(input_ids.shape[0]).split(cfg.minibatch_size):
+        lp, v = sequence_logprobs_and_values(model, input_ids[rows], attention_mask[rows], cfg.temperature)
+        rlp, _ = sequence_logprobs_and_values(ref_model, input_ids[rows], attention_mask[rows], cfg.temperature)
+        old_lp.append(lp), old_v.append(v), ref_lp.append(rlp)
+    return RolloutBatch(input_ids, attention_mask, action_mask, torch.cat(old_lp), torch.cat(ref_lp),
+                        torch.cat(old_v), scores.float(), finished, role, group)
+
+
+# ----------------------------------------------------------------------------
+# rewards and advantages
+# ----------------------------------------------------------------------------
+
+def masked_mean(x, mask):
+    """Mean of x over mask; NaN in masked slots is ignored (where, not multiply)."""
+    mask = mask.bool()
+    return torch.where(mask, x, 0.0).sum() / mask.sum().clamp(min=1)
+
+
+def masked_whiten(x, mask, eps=1e-8):
+    """(x − mean) / std over mask; masked slots become 0."""
+    mean = masked_mean(x, mask)
+    var = masked_mean((x - mean) ** 2, mask)
+    return torch.where(mask.bool(), (x - mean) * torch.rsqrt(var + eps), 0.0)
+
+
+def whiten_per_role(advantages, action_mask, role):
+    """Whiten each role's action tokens on their own: (B, L), (B, L), (B,) -> (B, L)."""
+    out = torch.zeros_like(advantages)
+    for r in range(len(ROLES)):
+        m = action_mask.bool() & (role == r)[:, None]  # (B, L)
+        if m.any():
+            out = torch.where(m, masked_whiten(advantages, m), out)
+    return out
+
+
+def last_action_index(action_mask):
+    """(B, L) bool -> (B,) index of each row's last action token (EOS if it finished)."""
+    L = action_mask.shape[1]
+    positions = torch.arange(1, L + 1, device=action_mask.device)  # (L,)
+    return (action_mask.long() * positions).argmax(dim=1)
+
+
+def kl_shaped_rewards(scores, finished, logprobs, ref_logprobs, action_mask, kl_coef, missing_eos_penalty):
+    """Per-token rewards (B, L): −β·k1 on every action token, the score on the last one."""
+    mask = action_mask.bool()
+    # [N details] per-token KL penalty with the k1 estimator logπ − logπ_ref (unbiased in expectation)
+    kl = torch.where(mask, logprobs - ref_logprobs, 0.0)  # (B, L)
+    rewards = -kl_coef * kl
+    # [N details] a response without EOS gets a fixed penalty instead of the judge's score
+    scores = torch.where(finished.bool(), scores.to(rewards.dtype), missing_eos_penalty)
+    # [N details] the score lands on the last response token (EOS), never on a pad slot
+    rows = torch.arange(rewards.shape[0], device=rewards.device)
+    rewards[rows, last_action_index(mask)] += scores
+    return rewards
+
+
+def gae(rewards, values, action_mask, gamma, lam):
+    """Generalized Advantage Estimation (Schulman et al. 2016, eq. 16) over action tokens.
+
+    rewards, values, action_mask: (B, L). Returns (advantages, returns), both
+    (B, L), zero on masked slots. The state after the last action is terminal:
+    its value is taken as 0, so nothing after EOS bootstraps into the response.
+    """
+    mask = action_mask.bool()
+    rewards = torch.where(mask, rewards, 0.0)
+    values = torch.where(mask, values, 0.0)
+    next_values = torch.cat([values[:, 1:], torch.zeros_like(values[:, :1])], dim=1)  # (B, L), 0 past the end
+    advantages = torch.zeros_like(rewards)
+    lastgaelam = torch.zeros_like(rewards[:, 0])  # (B,)
+    for t in reversed(range(rewards.shape[1])):
+        delta = rewards[:, t] + gamma * next_values[:, t] - values[:, t]
+        lastgaelam = torch.where(mask[:, t], delta + gamma * lam * lastgaelam, 0.0)
+        advantages[:, t] = lastgaelam
+    return advantages, advantages + values  # [N details] returns = advantages + values
+
+
+def rloo_advantages(rewards, action_mask, group):
+    """REINFORCE leave-one-out (Ahmadian et al. 2024, arXiv 2402.14740).
+
+    A_i = R_i − mean of R_j over the other samples j of i's group, where
+    R_i is the sum of row i's token rewards; A_i is put on every action token.
+    """
+    mask = action_mask.bool()
+    seq_rewards = torch.where(mask, rewards, 0.0).sum(dim=1)  # (B,)
+    _, inverse = torch.unique(group, return_inverse=True)  # (B,) group slot per sample
+    n_groups = int(inverse.max()) + 1
+    sums = torch.zeros(n_groups, dtype=seq_rewards.dtype).index_add_(0, inverse, seq_rewards)
+    counts = torch.zeros(n_groups, dtype=seq_rewards.dtype).index_add_(0, inverse, torch.ones_like(seq_rewards))
+    if (counts < 2).any():
+        raise ValueError("RLOO needs at least two samples in every group")
+    baseline = (sums[inverse] - seq_rewards) / (counts[inverse] - 1)  # (B,)
+    return torch.where(mask, (seq_rewards - baseline)[:, None], 0.0)  # (B, L)
+
+
+# ----------------------------------------------------------------------------
+# losses and debug metrics (per token; the caller takes masked means)
+# ----------------------------------------------------------------------------
+
+def clipped_surrogate(logprobs, old_logprobs, advantages, clip_range):
+    """Per-token PPO-clip loss max(−Aρ, −A·clip(ρ, 1 ± ε)) (Schulman et al. 2017, eq. 7) and ρ."""
+    ratio = torch.exp(logprobs - old_logprobs)
+    pg_losses = -advantages * ratio
+    pg_losses2 = -advantages * torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range)
+    return torch.max(pg_losses, pg_losses2), ratio
+
+
+def clipped_value_loss(values, old_values, returns, clip_range_value):
+    """Per-token ½·max((V − R)², (V_clip − R)²) ([37 details], [N details] value clipping)."""
+    values_clipped = old_values + torch.clamp(values - old_values, -clip_range_value, clip_range_value)
+    return 0.5 * torch.max((values - returns) ** 2, (values_clipped - returns) ** 2)
+
+
+def approx_kl(ratio):
+    """Per-token k3 = (ρ − 1) − log ρ, an estimate of KL(old ‖ new) that is never negative.
+
+    John Schulman, "Approximating KL Divergence", http://joschu.net/blog/kl-approx.html
+    """
+    return (ratio - 1) - torch.log(ratio)
+
+
+def explained_variance(values, returns, mask):
+    """1 − Var[R − V] / Var[R] over mask: 1 = perfect critic, 0 = no better than the mean."""
+    var_r = masked_mean((returns - masked_mean(returns, mask)) ** 2, mask)
+    err = returns - values
+    var_err = masked_mean((err - masked_mean(err, mask)) ** 2, mask)
+    return float("nan") if var_r == 0 else float(1 - var_err / var_r)
+
+
+# ----------------------------------------------------------------------------
+# the update
+# ----------------------------------------------------------------------------
+
+def _check_finite(where: str, **tensors):
+    for name, x in tensors.items():
+        if not torch.isfinite(x).all():
+            raise FloatingPointError(f"non-finite {name} in {where}")
+
+
+def ppo_update(model, optimizer, batch: RolloutBatch, cfg: PPOConfig, generator=None) -> dict:
+    """Several epochs of clipped-PPO minibatch steps on one rollout batch.
+
+    Returns float metrics, overall and per role ("attacker/clipfrac", ...).
+    Raises FloatingPointError at the first non-finite input, loss or gradient.
+    """
+    if any(isinstance(m, nn.Dropout) and m.p > 0 for m in model.modules()):
+        raise ValueError("PPO needs dropout off: logprobs must be the rollout's ([N details])")
+    mask = batch.action_mask  # (B, L)
+    old_logprobs = torch.where(mask, batch.old_logprobs, 0.0)  # NaN in masked slots stops here
+    ref_logprobs = torch.where(mask, batch.ref_logprobs, 0.0)
+    old_values = torch.where(mask, batch.old_values, 0.0)
+    _check_finite("the RolloutBatch given to ppo_update", old_logprobs=old_logprobs, ref_logprobs=ref_logprobs,
+                  old_values=old_values, scores=batch.scores[batch.finished])
+
+    with torch.no_grad():
+        rewards = kl_shaped_rewards(batch.scores, batch.finished, old_logprobs, ref_logprobs, mask,
+                                    cfg.kl_coef, cfg.missing_eos_penalty)  # (B, L)
+        if cfg.advantage_estimator == "gae":
+            advantages, returns = gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
+            vf_weight = cfg.vf_coef
+        else:
+            if batch.group is None:
+                raise ValueError("advantage_estimator='rloo' needs RolloutBatch.group")
+            advantages = rloo_advantages(rewards, mask, batch.group)
+            returns = gae(rewards, old_values, mask, cfg.gamma, 1.0)[1]  # Monte-Carlo returns, logged only
+            vf_weight = 0.0
+        # [N details] advantage whitening; per role is our choice (the roles share a batch, not a scale)
+        if cfg.whiten_advantages_per_role:
+            advantages = whiten_per_role(advantages, mask, batch.role)
+        else:
+            advantages = masked_whiten(advantages, mask)
+
+    sums, counts = {}, {}  # token-weighted running sums of the debug metrics
+
+    def accumulate(stats, m, role):
+        for prefix, sel in [("", m)] + [(f"{name}/", m & (role == r)[:, None]) for r, name in enumerate(ROLES)]:
+            for key, x in stats.items():
+                sums[prefix + key] = sums.get(prefix + key, 0.0) + torch.where(sel, x, 0.0).sum()
+                counts[prefix + key] = counts.get(prefix + key, 0) + sel.sum()
+
+    metrics, grad_norms = {}, []
+    for epoch in range(cfg.epochs):
+        # [37 details] each epoch is a shuffled pass over every sample exactly once
+        perm = torch.randperm(len(batch), generator=generator)
+        for mb, idx in enumerate(perm.split(cfg.minibatch_size)):
+            where = f"ppo_update (epoch {epoch + 1}, minibatch {mb + 1})"
+            m = mask[idx]  # (b, L)
+            logits, values = shifted_logits_and_values(
+                model, batch.input_ids[idx], batch.attention_mask[idx], cfg.temperature)  # (b, L, V), (b, L)
+            logprobs = logprobs_of(logits, batch.input_ids[idx, 1:])  # (b, L)
+            pg_tok, ratio = clipped_surrogate(logprobs, old_logprobs[idx], advantages[idx], cfg.clip_range)
+            vf_tok = clipped_value_loss(values, old_values[idx], returns[idx], cfg.clip_range_value)
+            ent_tok = entropy_of(logits)
+            pg_loss, vf_loss, entropy = masked_mean(pg_tok, m), masked_mean(vf_tok, m), masked_mean(ent_tok, m)
+            _check_finite(where, **{"policy loss": pg_loss, "value loss": vf_loss, "entropy": entropy})
+            loss = pg_loss + vf_weight * vf_loss - cfg.ent_coef * entropy
+
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)  # [37 details]
+            _check_finite(where, **{"gradient norm": grad_norm})
+            optimizer.step()
+
+            with torch.no_grad():
+                if epoch == 0 and mb == 0:  # [N details] must be exactly 0: same logprobs as the rollout
+                    metrics["first_minibatch/max_abs_ratio_minus_1"] = torch.where(m, (ratio - 1).abs(), 0.0).max().item()
+                accumulate({"policy_loss": pg_tok, "value_loss": vf_tok, "entropy": ent_tok, "ratio": ratio,
+                            "approx_kl": approx_kl(ratio),
+                            "clipfrac": ((ratio - 1).abs() > cfg.clip_range).float()}, m, batch.role[idx])
+            grad_norms.append(grad_norm)
+
+    metrics.update({k: (sums[k] / counts[k]).item() for k in sums if counts[k] > 0})
+    metrics["grad_norm"] = torch.stack(grad_norms).mean().item()
+    # rollout statistics, overall and per role
+    kl_seq = torch.where(mask, old_logprobs - ref_logprobs, 0.0).sum(1)  # (B,)
+    scores = torch.where(batch.finished, batch.scores, cfg.missing_eos_penalty)
+    for prefix, rows in [("", torch.ones_like(batch.finished))] + [
+            (f"{name}/", batch.role == r) for r, name in enumerate(ROLES)]:
+        if rows.any():
+            metrics[prefix + "kl_to_ref"] = kl_seq[rows].mean().item()
+            metrics[prefix + "score"] = scores[rows].mean().item()
+            metrics[prefix + "response_length"] = mask[rows].sum(1).float().mean().item()
+            metrics[prefix + "eos_rate"] = batch.finished[rows].float().mean().item()
+            metrics[prefix + "explained_variance"] = explained_variance(old_values, returns, mask & rows[:, None])
+    return metrics
