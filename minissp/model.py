@@ -94,7 +94,7 @@ class CausalSelfAttention(nn.Module):
         if kv_cache is not None:
             # write this step's keys/values into the preallocated cache and
             # attend over everything cached so far (see minissp.sampling)
-            k, v = kv_cache.update(layer, k, v)  # (B, nh, T_cache, hs)
+            k, v = kv_cache.write(layer, k, v)  # (B, nh, T_cache, hs)
         # "Attention Is All You Need" (Vaswani et al. 2017), eq. 1, with a causal mask
         y = F.scaled_dot_product_attention(
             q, k, v,
@@ -173,27 +173,25 @@ class GPT(nn.Module):
         """Parameter count, the tied embedding counted once."""
         return sum(p.numel() for p in self.parameters())
 
-    def forward(self, idx, attention_mask=None, positions=None, kv_cache=None):
+    def forward(self, idx, attention_mask=None, kv_cache=None):
         """Logits and values for every position.
 
         idx:            (B, T) token ids
         attention_mask: (B, T) 1 for real tokens, 0 for pads; None = no pads.
-                        With a kv_cache it covers the cached tokens too: (B, T_cache).
-        positions:      (B, T) position ids; by default counted from the mask.
-        kv_cache:       a `minissp.sampling.KVCache` to read and extend, or None.
+        kv_cache:       a `minissp.sampling.KVCache`, or None. With a cache the
+                        T tokens are appended to it and attend to everything
+                        cached before them; the cache supplies their positions.
         returns (logits (B, T, vocab_size), values (B, T))
         """
-        B, T = idx.shape
-        if positions is None:
-            if attention_mask is None:
-                positions = torch.arange(T, device=idx.device).expand(B, T)
-            else:
-                positions = positions_from_mask(attention_mask)[:, -T:]
-        attn_mask = None
+        T = idx.shape[1]
         if kv_cache is not None:
-            attn_mask = kv_cache.attention_mask(attention_mask, T)  # (B, 1, T, T_cache)
+            positions, attn_mask = kv_cache.append(attention_mask, T)  # (B, T), (B, 1, T, T_cache)
         elif attention_mask is not None:
+            positions = positions_from_mask(attention_mask)  # (B, T)
             attn_mask = padded_causal_mask(attention_mask)  # (B, 1, T, T)
+        else:
+            positions = torch.arange(T, device=idx.device)  # (T,), broadcast over the batch
+            attn_mask = None  # plain causal attention
 
         x = self.transformer.wte(idx) + self.transformer.wpe(positions)  # (B, T, C)
         x = self.transformer.drop(x)
