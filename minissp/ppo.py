@@ -19,8 +19,8 @@ index t means "the action `input_ids[:, t + 1]`, taken in the state
     values[:, t]      = V(input_ids[:, :t + 1])   (the state before the action)
     action_mask[:, t] = True iff input_ids[:, t + 1] is a response token, EOS included
 
-Masked slots (prompt, pads) may hold anything, NaN included: every input is
-passed through `torch.where(mask, x, 0)` before it is used.
+Masked slots (prompt, pads) may hold anything, NaN included: inputs go
+through `torch.where(mask, x, 0)` before use (multiplying by 0 keeps NaN).
 
 Simplified: no adaptive KL controller (β is fixed); no reward whitening or
 score clipping; no separate critic network (the value head shares the trunk);
@@ -126,9 +126,7 @@ def make_optimizer(model: nn.Module, cfg: PPOConfig) -> torch.optim.Adam:
     return torch.optim.Adam(model.parameters(), lr=cfg.lr, eps=cfg.adam_eps)  # [37 details] Adam ε
 
 
-# ----------------------------------------------------------------------------
-# logprobs, values and entropy in the shifted view
-# ----------------------------------------------------------------------------
+# -------------------- logprobs, values and entropy in the shifted view -----
 
 def shifted_logits_and_values(model, input_ids, attention_mask, temperature):
     """(B, T) ids -> logits (B, L, V) divided by the temperature, values (B, L)."""
@@ -171,9 +169,7 @@ def make_rollout_batch(model, ref_model, input_ids, attention_mask, action_mask,
                         torch.cat(old_v), scores.float(), finished, role, group)
 
 
-# ----------------------------------------------------------------------------
-# rewards and advantages
-# ----------------------------------------------------------------------------
+# -------------------- rewards and advantages -------------------------------
 
 def masked_mean(x, mask):
     """Mean of x over mask; NaN in masked slots is ignored (where, not multiply)."""
@@ -181,11 +177,14 @@ def masked_mean(x, mask):
     return torch.where(mask, x, 0.0).sum() / mask.sum().clamp(min=1)
 
 
+def masked_var(x, mask):
+    """Population variance of x over mask."""
+    return masked_mean((x - masked_mean(x, mask)) ** 2, mask)
+
+
 def masked_whiten(x, mask, eps=1e-8):
     """(x − mean) / std over mask; masked slots become 0."""
-    mean = masked_mean(x, mask)
-    var = masked_mean((x - mean) ** 2, mask)
-    return torch.where(mask.bool(), (x - mean) * torch.rsqrt(var + eps), 0.0)
+    return torch.where(mask.bool(), (x - masked_mean(x, mask)) * torch.rsqrt(masked_var(x, mask) + eps), 0.0)
 
 
 def whiten_per_role(advantages, action_mask, role):
@@ -248,18 +247,14 @@ def rloo_advantages(rewards, action_mask, group):
     mask = action_mask.bool()
     seq_rewards = torch.where(mask, rewards, 0.0).sum(dim=1)  # (B,)
     _, inverse = torch.unique(group, return_inverse=True)  # (B,) group slot per sample
-    n_groups = int(inverse.max()) + 1
-    sums = torch.zeros(n_groups, dtype=seq_rewards.dtype).index_add_(0, inverse, seq_rewards)
-    counts = torch.zeros(n_groups, dtype=seq_rewards.dtype).index_add_(0, inverse, torch.ones_like(seq_rewards))
+    sums, counts = torch.bincount(inverse, weights=seq_rewards), torch.bincount(inverse)  # per group
     if (counts < 2).any():
         raise ValueError("RLOO needs at least two samples in every group")
     baseline = (sums[inverse] - seq_rewards) / (counts[inverse] - 1)  # (B,)
     return torch.where(mask, (seq_rewards - baseline)[:, None], 0.0)  # (B, L)
 
 
-# ----------------------------------------------------------------------------
-# losses and debug metrics (per token; the caller takes masked means)
-# ----------------------------------------------------------------------------
+# -------------------- losses and metrics, per token (callers take masked means) 
 
 def clipped_surrogate(logprobs, old_logprobs, advantages, clip_range):
     """Per-token PPO-clip loss max(−Aρ, −A·clip(ρ, 1 ± ε)) (Schulman et al. 2017, eq. 7) and ρ."""
@@ -276,24 +271,23 @@ def clipped_value_loss(values, old_values, returns, clip_range_value):
 
 
 def approx_kl(ratio):
-    """Per-token k3 = (ρ − 1) − log ρ, an estimate of KL(old ‖ new) that is never negative.
-
-    John Schulman, "Approximating KL Divergence", http://joschu.net/blog/kl-approx.html
-    """
+    """Per-token k3 = (ρ − 1) − log ρ: estimates KL(old ‖ new), never negative, low variance.
+    John Schulman, "Approximating KL Divergence", http://joschu.net/blog/kl-approx.html"""
     return (ratio - 1) - torch.log(ratio)
 
 
 def explained_variance(values, returns, mask):
     """1 − Var[R − V] / Var[R] over mask: 1 = perfect critic, 0 = no better than the mean."""
-    var_r = masked_mean((returns - masked_mean(returns, mask)) ** 2, mask)
-    err = returns - values
-    var_err = masked_mean((err - masked_mean(err, mask)) ** 2, mask)
-    return float("nan") if var_r == 0 else float(1 - var_err / var_r)
+    var_r = masked_var(returns, mask)
+    return float("nan") if var_r == 0 else float(1 - masked_var(returns - values, mask) / var_r)
 
 
-# ----------------------------------------------------------------------------
-# the update
-# ----------------------------------------------------------------------------
+# -------------------- the update -------------------------------------------
+
+def by_role(role):
+    """(B,) role ids -> [("", all rows), ("attacker/", its rows), ("defender/", its rows)] as (B,) bool."""
+    return [("", torch.ones_like(role, dtype=torch.bool))] + [(f"{n}/", role == r) for r, n in enumerate(ROLES)]
+
 
 def _check_finite(where: str, **tensors):
     for name, x in tensors.items():
@@ -309,6 +303,8 @@ def ppo_update(model, optimizer, batch: RolloutBatch, cfg: PPOConfig, generator=
     """
     if any(isinstance(m, nn.Dropout) and m.p > 0 for m in model.modules()):
         raise ValueError("PPO needs dropout off: logprobs must be the rollout's ([N details])")
+    if cfg.advantage_estimator == "rloo" and batch.group is None:
+        raise ValueError("advantage_estimator='rloo' needs RolloutBatch.group")
     mask = batch.action_mask  # (B, L)
     old_logprobs = torch.where(mask, batch.old_logprobs, 0.0)  # NaN in masked slots stops here
     ref_logprobs = torch.where(mask, batch.ref_logprobs, 0.0)
@@ -323,8 +319,6 @@ def ppo_update(model, optimizer, batch: RolloutBatch, cfg: PPOConfig, generator=
             advantages, returns = gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
             vf_weight = cfg.vf_coef
         else:
-            if batch.group is None:
-                raise ValueError("advantage_estimator='rloo' needs RolloutBatch.group")
             advantages = rloo_advantages(rewards, mask, batch.group)
             returns = gae(rewards, old_values, mask, cfg.gamma, 1.0)[1]  # Monte-Carlo returns, logged only
             vf_weight = 0.0
@@ -334,14 +328,7 @@ def ppo_update(model, optimizer, batch: RolloutBatch, cfg: PPOConfig, generator=
         else:
             advantages = masked_whiten(advantages, mask)
 
-    sums, counts = {}, {}  # token-weighted running sums of the debug metrics
-
-    def accumulate(stats, m, role):
-        for prefix, sel in [("", m)] + [(f"{name}/", m & (role == r)[:, None]) for r, name in enumerate(ROLES)]:
-            for key, x in stats.items():
-                sums[prefix + key] = sums.get(prefix + key, 0.0) + torch.where(sel, x, 0.0).sum()
-                counts[prefix + key] = counts.get(prefix + key, 0) + sel.sum()
-
+    sums, counts = {}, {}  # {(prefix, metric): token sum}, {prefix: token count}; prefix "" or "<role>/"
     metrics, grad_norms = {}, []
     for epoch in range(cfg.epochs):
         # [37 details] each epoch is a shuffled pass over every sample exactly once
@@ -367,19 +354,24 @@ def ppo_update(model, optimizer, batch: RolloutBatch, cfg: PPOConfig, generator=
 
             with torch.no_grad():
                 if epoch == 0 and mb == 0:  # [N details] must be exactly 0: same logprobs as the rollout
-                    metrics["first_minibatch/max_abs_ratio_minus_1"] = torch.where(m, (ratio - 1).abs(), 0.0).max().item()
-                accumulate({"policy_loss": pg_tok, "value_loss": vf_tok, "entropy": ent_tok, "ratio": ratio,
-                            "approx_kl": approx_kl(ratio),
-                            "clipfrac": ((ratio - 1).abs() > cfg.clip_range).float()}, m, batch.role[idx])
+                    first_dev = torch.where(m, (ratio - 1).abs(), 0.0).max()
+                    metrics["first_minibatch/max_abs_ratio_minus_1"] = first_dev.item()
+                stats = {"policy_loss": pg_tok, "value_loss": vf_tok, "entropy": ent_tok, "ratio": ratio,
+                         "approx_kl": approx_kl(ratio), "clipfrac": ((ratio - 1).abs() > cfg.clip_range).float()}
+                for prefix, rows in by_role(batch.role[idx]):
+                    sel = m & rows[:, None]  # (b, L)
+                    counts[prefix] = counts.get(prefix, 0) + sel.sum()
+                    for key, x in stats.items():
+                        sums[prefix, key] = sums.get((prefix, key), 0.0) + torch.where(sel, x, 0.0).sum()
             grad_norms.append(grad_norm)
 
-    metrics.update({k: (sums[k] / counts[k]).item() for k in sums if counts[k] > 0})
+    metrics.update({prefix + key: (total / counts[prefix]).item()
+                    for (prefix, key), total in sums.items() if counts[prefix] > 0})
     metrics["grad_norm"] = torch.stack(grad_norms).mean().item()
     # rollout statistics, overall and per role
     kl_seq = torch.where(mask, old_logprobs - ref_logprobs, 0.0).sum(1)  # (B,)
     scores = torch.where(batch.finished, batch.scores, cfg.missing_eos_penalty)
-    for prefix, rows in [("", torch.ones_like(batch.finished))] + [
-            (f"{name}/", batch.role == r) for r, name in enumerate(ROLES)]:
+    for prefix, rows in by_role(batch.role):
         if rows.any():
             metrics[prefix + "kl_to_ref"] = kl_seq[rows].mean().item()
             metrics[prefix + "score"] = scores[rows].mean().item()
