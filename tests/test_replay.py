@@ -63,6 +63,7 @@ def test_pool_never_exceeds_capacity_and_evicts_the_best_mastered_entry():
     assert pool.add("p3", "s", "i", "harmful", iteration=3, reward=0.0) == 2
     assert len(pool) == 3
     assert [e.prompt for e in pool.entries] == ["p0", "p2", "p3"]  # p1 and p2 tied at 1.5: the older went
+    assert pool.add("p2", "s", "i", "harmful", reward=1.5) == 1 and pool[1].visits == 2  # merged at its new index
     assert pool.add("p4", "s", "i", "harmful", iteration=4, reward=2.0) is None  # better mastered than all
     assert [e.prompt for e in pool.entries] == ["p0", "p2", "p3"]
     pool.add("p5", "s", "i", "benign", iteration=5)  # unvisited newcomer: the best-mastered visited goes
