@@ -157,8 +157,7 @@ def make_rollout_batch(model, ref_model, input_ids, attention_mask, action_mask,
                        finished, role, cfg: PPOConfig, group=None) -> RolloutBatch:
     """Score sampled sequences with the rollout policy/critic and the reference.
 
-    Runs in chunks of `cfg.minibatch_size` rows, so memory stays bounded and
-    the forward passes have the same shape as those of `ppo_update`.
+    Runs in chunks of `cfg.minibatch_size` rows so memory stays bounded.
     """
     old_lp, old_v, ref_lp = [], [], []
     for rows in torch.arange(input_ids.shape[0]).split(cfg.minibatch_size):
