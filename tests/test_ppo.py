@@ -109,7 +109,10 @@ def test_kl_reward_is_zero_when_policy_equals_reference():
     assert torch.equal(batch.old_logprobs, batch.ref_logprobs)
     r = kl_shaped_rewards(batch.scores, batch.finished, batch.old_logprobs, batch.ref_logprobs,
                           batch.action_mask, 0.05, -1.0)
-    assert (r != 0).sum() <= len(batch)  # only the one score token per row is non-zero
+    expected = torch.zeros_like(r)
+    last = (batch.action_mask * torch.arange(r.shape[1])).argmax(1)  # each row's last action token
+    expected[torch.arange(len(batch)), last] = torch.where(batch.finished, batch.scores, -1.0)
+    assert torch.equal(r, expected)  # nothing but the scores: the KL part is exactly 0
 
 
 def test_logprobs_use_the_sampling_temperature():
