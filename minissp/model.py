@@ -173,7 +173,7 @@ class GPT(nn.Module):
         """Parameter count, the tied embedding counted once."""
         return sum(p.numel() for p in self.parameters())
 
-    def forward(self, idx, attention_mask=None, kv_cache=None):
+    def forward(self, idx, attention_mask=None, kv_cache=None, last_only=False):
         """Logits and values for every position.
 
         idx:            (B, T) token ids
@@ -181,7 +181,9 @@ class GPT(nn.Module):
         kv_cache:       a `minissp.sampling.KVCache`, or None. With a cache the
                         T tokens are appended to it and attend to everything
                         cached before them; the cache supplies their positions.
-        returns (logits (B, T, vocab_size), values (B, T))
+        last_only:      read out the last position only (all that sampling
+                        needs; skips the vocabulary projection of the prompt).
+        returns (logits (B, T, vocab_size), values (B, T)), T = 1 if last_only
         """
         T = idx.shape[1]
         if kv_cache is not None:
@@ -197,6 +199,8 @@ class GPT(nn.Module):
         x = self.transformer.drop(x)
         for layer, block in enumerate(self.transformer.h):
             x = block(x, attn_mask, kv_cache, layer)
+        if last_only:
+            x = x[:, -1:, :]  # (B, 1, C)
         x = self.transformer.ln_f(x)  # (B, T, C)
         logits = self.lm_head(x)  # (B, T, vocab_size)
         values = self.value_head(x).squeeze(-1)  # (B, T)

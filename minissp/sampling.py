@@ -60,8 +60,8 @@ class KVCache:
             raise ValueError(f"a cache of {max_len} tokens exceeds the model's block_size={config.block_size}")
         head_size = config.n_embd // config.n_head
         shape = (config.n_layer, batch_size, config.n_head, max_len, head_size)
-        self.keys = torch.zeros(shape, device=device, dtype=dtype)  # (n_layer, B, nh, max_len, hs)
-        self.values = torch.zeros(shape, device=device, dtype=dtype)  # (n_layer, B, nh, max_len, hs)
+        self.keys = torch.empty(shape, device=device, dtype=dtype)  # (n_layer, B, nh, max_len, hs)
+        self.values = torch.empty(shape, device=device, dtype=dtype)  # (n_layer, B, nh, max_len, hs)
         # slots start out real; `append` marks the pads it is given
         self.is_real = torch.ones(batch_size, max_len, dtype=torch.bool, device=device)  # (B, max_len)
         self.n_real = torch.zeros(batch_size, dtype=torch.long, device=device)  # (B,) = next position
@@ -153,7 +153,8 @@ def sample_next_token(logits: torch.Tensor, temperature: float = 1.0, top_k: int
         token = logits.argmax(dim=-1)  # (B,)
         logprobs = F.log_softmax(logits, dim=-1)  # (B, V)
         return token, logprobs.gather(-1, token[:, None]).squeeze(-1)
-    logits = logits / temperature
+    if temperature != 1.0:
+        logits = logits / temperature
     if top_k is not None:
         kth_largest = torch.topk(logits, min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]  # (B, 1)
         logits = logits.masked_fill(logits < kth_largest, float("-inf"))
@@ -166,7 +167,12 @@ def sample_next_token(logits: torch.Tensor, temperature: float = 1.0, top_k: int
         drop = (mass_before >= top_p).scatter(-1, order, mass_before >= top_p)  # (B, V) back in vocab order
         logits = logits.masked_fill(drop, float("-inf"))
     logprobs = F.log_softmax(logits, dim=-1)  # (B, V)
-    token = torch.multinomial(logprobs.exp(), num_samples=1, generator=generator).squeeze(-1)  # (B,)
+    # inverse-CDF sampling: one uniform number per row, where torch.multinomial
+    # draws one per vocabulary entry (most of the sampling time on a CPU)
+    cdf = logprobs.exp().cumsum(dim=-1)  # (B, V), non-decreasing
+    u = (1 - torch.rand(cdf.shape[0], 1, generator=generator, device=cdf.device)) * cdf[:, -1:]  # (B, 1) in (0, total]
+    # the first token whose cdf reaches u; it cannot be one of probability 0 (cut by top-k/top-p)
+    token = torch.searchsorted(cdf, u).squeeze(-1)  # (B,)
     return token, logprobs.gather(-1, token[:, None]).squeeze(-1)
 
 
@@ -205,7 +211,7 @@ def generate(model: GPT, prompts: list[list[int]], max_new_tokens: int, eos_id: 
 
     was_training = model.training
     model.eval()
-    logits, _ = model(prompt_ids, attention_mask=prompt_mask, kv_cache=cache)  # (B, P, V)
+    logits, _ = model(prompt_ids, attention_mask=prompt_mask, kv_cache=cache, last_only=True)  # (B, 1, V)
     next_logits = logits[:, -1, :]  # (B, V): the last prompt slot is real in every row
     n_steps = max_new_tokens
     for step in range(max_new_tokens):

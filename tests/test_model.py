@@ -61,6 +61,20 @@ def test_a_prompt_gives_the_same_logits_alone_and_inside_a_left_padded_batch():
     assert not torch.isnan(batch_logits).any() and not torch.isnan(batch_values).any()  # pad rows included
 
 
+def test_last_only_reads_out_the_last_position():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**CONFIG)).eval()
+    idx = torch.randint(0, CONFIG["vocab_size"], (2, 10))
+    mask = torch.ones(2, 10, dtype=torch.long)
+    mask[1, :4] = 0
+    with torch.no_grad():
+        logits, values = model(idx, attention_mask=mask)
+        last_logits, last_values = model(idx, attention_mask=mask, last_only=True)
+    assert last_logits.shape == (2, 1, CONFIG["vocab_size"]) and last_values.shape == (2, 1)
+    torch.testing.assert_close(last_logits, logits[:, -1:], atol=1e-6, rtol=0)
+    torch.testing.assert_close(last_values, values[:, -1:], atol=1e-6, rtol=0)
+
+
 def test_value_head_starts_at_zero():
     torch.manual_seed(0)
     model = GPT(GPTConfig(**CONFIG))
