@@ -237,15 +237,18 @@ class GPT(nn.Module):
         self.load_state_dict(loaded, strict=False)
 
 
-def padded_causal_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Boolean (B, 1, T, T) mask: query i sees key j iff j <= i and j is real.
+def padded_causal_mask(attention_mask: torch.Tensor, n_queries: int | None = None) -> torch.Tensor:
+    """Boolean (B, 1, Tq, T) mask: query i sees key j iff j <= i and j is real.
 
+    The queries are the last `n_queries` of the T positions (all of them by
+    default; the KV cache asks only for the tokens it is appending).
     A pad query would see no key at all, which makes softmax produce NaN; we
     let every query see itself, so pads compute harmless garbage that the
     losses mask out.
     """
-    B, T = attention_mask.shape
-    causal = torch.ones(T, T, dtype=torch.bool, device=attention_mask.device).tril()  # (T, T)
+    T = attention_mask.shape[1]
+    Tq = T if n_queries is None else n_queries
+    query_pos = torch.arange(T - Tq, T, device=attention_mask.device)[:, None]  # (Tq, 1)
+    key_pos = torch.arange(T, device=attention_mask.device)[None, :]  # (1, T)
     keys = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T)
-    eye = torch.eye(T, dtype=torch.bool, device=attention_mask.device)  # (T, T)
-    return (causal & keys) | eye  # (B, 1, T, T)
+    return ((key_pos <= query_pos) & keys) | (key_pos == query_pos)  # (B, 1, Tq, T)

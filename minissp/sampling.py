@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from minissp.device import pick_device
-from minissp.model import GPT, GPTConfig, positions_from_mask
+from minissp.model import GPT, GPTConfig, padded_causal_mask, positions_from_mask
 
 FINISHED_CHECK_EVERY = 8
 """Steps between host syncs that stop generation once every row has finished."""
@@ -67,10 +67,6 @@ class KVCache:
         self.n_real = torch.zeros(batch_size, dtype=torch.long, device=device)  # (B,) = next position
         self.length = 0  # slots filled so far, the same for every row
         self.max_len = max_len
-        # slot i may attend to slot j if j <= i (causal), or j == i (so a pad
-        # query sees at least itself and softmax stays finite)
-        self.causal = torch.ones(max_len, max_len, dtype=torch.bool, device=device).tril()  # (max_len, max_len)
-        self.diagonal = torch.eye(max_len, dtype=torch.bool, device=device)  # (max_len, max_len)
 
     def append(self, attention_mask: torch.Tensor | None, T: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Reserve the next T slots for new tokens; mask (B, T) or None = all real.
@@ -90,9 +86,7 @@ class KVCache:
             positions = self.n_real[:, None] + positions_from_mask(new_is_real)  # (B, T)
             self.n_real += new_is_real.sum(dim=1)
         self.length = end
-        keys_real = self.is_real[:, None, None, :end]  # (B, 1, 1, end)
-        mask = (self.causal[start:end, :end] & keys_real) | self.diagonal[start:end, :end]  # (B, 1, T, end)
-        return positions, mask
+        return positions, padded_causal_mask(self.is_real[:, :end], n_queries=T)  # (B, T), (B, 1, T, end)
 
     def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store one layer's new keys/values (B, nh, T, hs) in the slots `append`
