@@ -15,6 +15,7 @@ def hf_gpt2_and_ours(seed=0):
         vocab_size=CONFIG["vocab_size"], n_positions=CONFIG["block_size"], n_layer=CONFIG["n_layer"],
         n_head=CONFIG["n_head"], n_embd=CONFIG["n_embd"], activation_function="gelu_new",
         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, layer_norm_epsilon=1e-5,
+        bos_token_id=None, eos_token_id=None,  # GPT-2's 50256 is outside this vocabulary
         initializer_range=0.2,  # large weights, so a wrong detail shows in the logits
     )).eval()
     ours = GPT(GPTConfig(**CONFIG)).eval()
