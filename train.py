@@ -40,7 +40,8 @@ def main():
 
     print(f"trained a byte-level BPE tokenizer on {len(TINY_TEXT)} built-in lines: {tokenizer.vocab_size} tokens")
     print(f"built the default GPT on {device}: {model.num_params():,} parameters (untrained)")
-    print(f"sampled {int(gen.response_mask.sum())} tokens for {len(prompts)} prompts with the batched KV-cache sampler:")
+    n_sampled = int(gen.response_mask.sum())
+    print(f"sampled {n_sampled} tokens for {len(prompts)} prompts with the batched KV-cache sampler:")
     for row in range(len(prompts)):
         print(f"  {tokenizer.decode(gen.prompt_ids[row])!r} -> {tokenizer.decode(gen.response_ids[row])!r}")
     print(f"done in {time.perf_counter() - t0:.1f}s. The full SSP pipeline (world, SFT, self-play with "

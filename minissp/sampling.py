@@ -164,7 +164,8 @@ def sample_next_token(logits: torch.Tensor, temperature: float = 1.0, top_k: int
     # inverse-CDF sampling: one uniform number per row, where torch.multinomial
     # draws one per vocabulary entry (most of the sampling time on a CPU)
     cdf = logprobs.exp().cumsum(dim=-1)  # (B, V), non-decreasing
-    u = (1 - torch.rand(cdf.shape[0], 1, generator=generator, device=cdf.device)) * cdf[:, -1:]  # (B, 1) in (0, total]
+    uniform = 1 - torch.rand(cdf.shape[0], 1, generator=generator, device=cdf.device)  # (B, 1) in (0, 1]
+    u = uniform * cdf[:, -1:]  # (B, 1) in (0, total]
     # the first token whose cdf reaches u; it cannot be one of probability 0 (cut by top-k/top-p)
     token = torch.searchsorted(cdf, u).squeeze(-1)  # (B,)
     return token, logprobs.gather(-1, token[:, None]).squeeze(-1)
@@ -207,7 +208,6 @@ def generate(model: GPT, prompts: list[list[int]], max_new_tokens: int, eos_id: 
     model.eval()
     logits, _ = model(prompt_ids, attention_mask=prompt_mask, kv_cache=cache, last_only=True)  # (B, 1, V)
     next_logits = logits[:, -1, :]  # (B, V): the last prompt slot is real in every row
-    n_steps = max_new_tokens
     for step in range(max_new_tokens):
         token, logprob = sample_next_token(next_logits, temperature, top_k, top_p, generator)  # (B,), (B,)
         response_ids[:, step] = token.masked_fill(finished, pad_id)
@@ -215,10 +215,8 @@ def generate(model: GPT, prompts: list[list[int]], max_new_tokens: int, eos_id: 
         response_mask[:, step] = ~finished
         if eos_id is not None:
             finished |= token == eos_id
-        if step + 1 == max_new_tokens:
-            break
-        if (step + 1) % FINISHED_CHECK_EVERY == 0 and finished.all():  # the one host sync
-            n_steps = step + 1
+        n_steps = step + 1
+        if n_steps == max_new_tokens or (n_steps % FINISHED_CHECK_EVERY == 0 and finished.all()):  # the host sync
             break
         logits, _ = model(response_ids[:, step:step + 1], kv_cache=cache)  # (B, 1, V)
         next_logits = logits[:, -1, :]  # (B, V)
