@@ -44,7 +44,7 @@ def main():
     print(f"sampled {n_sampled} tokens for {len(prompts)} prompts with the batched KV-cache sampler:")
     for row in range(len(prompts)):
         print(f"  {tokenizer.decode(gen.prompt_ids[row])!r} -> {tokenizer.decode(gen.response_ids[row])!r}")
-    print(f"done in {time.perf_counter() - t0:.1f}s. The full SSP pipeline (world, SFT, self-play with "
+    print(f"done in {time.perf_counter() - t0:.2f}s. The full SSP pipeline (world, SFT, self-play with "
           f"replay, evaluation) arrives with the self-play stage.")
 
 
