@@ -16,6 +16,13 @@ DESIGN.md §3. Every example is one exchange in one role:
 3. **attacker demonstrations** — a seed request becomes an attack in a *seen*
    family; harmful seeds keep their intent, benign seeds become "adversarial
    benign" prompts that look like jailbreaks but ask for something harmless.
+   The attacker writes the *frame* of its attack and a `<|request|>` slot where
+   the seed request goes, as jailbreak templates do ("[INSERT PROMPT HERE]" in
+   DAN-style templates and GPTFuzzer, Yu et al. 2023). Our choice, not the
+   paper's: a model this small, trained for minutes, does not learn to copy an
+   unseen request token by token (we measured: plain copying needs well over a
+   thousand steps on its own), and the slot lets the attacker spend its
+   capacity on the tactic. It may still write a request in its own words.
 
 Unseen families meet harmful intents only in stage 1 (tests check it).
 
@@ -33,6 +40,9 @@ from dataclasses import dataclass
 
 from .intents import BENIGN, BORDERLINE, HARMFUL, HELDOUT, TRAIN, Intent, helpful_answer, phrase, refusal
 from .tactics import FAMILIES, SEEN_FAMILIES
+
+REQUEST_SLOT = "<|request|>"
+"""Written by the attacker where the seed request goes; a special token of the tokenizer."""
 
 ATTACKER, DEFENDER = "attacker", "defender"
 PLAIN = "plain"
@@ -82,16 +92,23 @@ def safety_corpus(intents: list[Intent], rng: random.Random, variants: int = 3) 
 
 
 def attacker_corpus(intents: list[Intent], rng: random.Random, variants: int = 6) -> list[Example]:
-    """Stage 3: seed request -> attack in a seen family (harmful and adversarial-benign)."""
+    """Stage 3: seed request -> attack frame in a seen family (harmful and adversarial-benign).
+
+    The attack is written around the `REQUEST_SLOT` token, which the game
+    replaces by the seed request (`expand_attack`).
+    """
     out = []
     for intent in _train(intents):
         for _ in range(variants):
-            seed = phrase(intent, rng)
             family = rng.choice(SEEN_FAMILIES)
-            # half the time the attack re-uses the seed's words, half the time it rephrases
-            request = seed if rng.random() < 0.5 else phrase(intent, rng)
-            out.append(Example(ATTACKER, seed, wrap(intent, family, rng, request), intent.id, family))
+            out.append(Example(ATTACKER, phrase(intent, rng), wrap(intent, family, rng, REQUEST_SLOT),
+                               intent.id, family))
     return out
+
+
+def expand_attack(attack: str, seed_request: str) -> str:
+    """The prompt the defender reads: the attacker's text with every slot replaced by the seed."""
+    return " ".join(attack.replace(REQUEST_SLOT, f" {seed_request} ").split())
 
 
 def _train(intents):
