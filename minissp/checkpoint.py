@@ -1,0 +1,121 @@
+"""Checkpoints: one file, written atomically, loaded without running any code.
+
+A checkpoint is a single `torch.save` file holding only tensors, numbers and
+strings: the model's state dict, its config and tokenizer as JSON text, and
+whatever else a stage adds (an optimizer state, a replay pool as JSON, RNG
+states). Two rules, after PyTorch's own security advice:
+
+- **atomic writes**: we write to a temporary file in the same directory and
+  `os.replace` it over the old one, so a crash or a kill mid-write leaves the
+  previous checkpoint intact;
+- **safe loads**: every `torch.load` passes `weights_only=True`, which refuses
+  pickled callables, so a stranger's checkpoint cannot run code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+import pickle
+import tempfile
+
+import torch
+from tokenizers import Tokenizer as HFTokenizer
+
+from .model import GPT, GPTConfig
+from .tokenizer import Tokenizer
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, truncated, unsafe or does not fit."""
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    """Write `data` to `path` so that readers see the old file or the new one, never half."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def save(path: str, payload: dict) -> None:
+    """torch.save `payload` to `path` atomically."""
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load(path: str, device="cpu") -> dict:
+    """Load a checkpoint safely; every failure becomes a one-line CheckpointError."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"refusing to load {path}: it holds more than weights ({first[:160]})") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        raise CheckpointError(f"cannot read checkpoint {path}: truncated or not a checkpoint "
+                              f"({type(e).__name__})") from None
+
+
+def model_payload(model: GPT, tokenizer: Tokenizer, **extra) -> dict:
+    """What a model checkpoint holds: weights, config and tokenizer (as JSON), plus `extra`."""
+    return {
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "model_config": json.dumps(dataclasses.asdict(model.config)),
+        "tokenizer": tokenizer.hf.to_str(),
+        **extra,
+    }
+
+
+def model_from_payload(payload: dict, device="cpu", expected: GPTConfig | None = None) -> tuple[GPT, Tokenizer]:
+    """Rebuild the model and tokenizer from a loaded payload.
+
+    With `expected`, a checkpoint whose shape differs from that config is
+    refused with a message naming the first differing field.
+    """
+    try:
+        config = GPTConfig(**json.loads(payload["model_config"]))
+        tokenizer = Tokenizer(HFTokenizer.from_str(payload["tokenizer"]))
+        state = payload["model"]
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"checkpoint is missing or has a broken model entry ({e})") from None
+    if expected is not None:
+        for field in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            if getattr(config, field) != getattr(expected, field):
+                raise CheckpointError(f"checkpoint model has {field}={getattr(config, field)} but the config "
+                                      f"asks for {field}={getattr(expected, field)}")
+    model = GPT(config)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise CheckpointError(f"checkpoint weights do not fit its config: {str(e).splitlines()[0]}") from None
+    return model.to(device), tokenizer
+
+
+def save_model(path: str, model: GPT, tokenizer: Tokenizer, **extra) -> None:
+    save(path, model_payload(model, tokenizer, **extra))
+
+
+def load_model(path: str, device="cpu", expected: GPTConfig | None = None) -> tuple[GPT, Tokenizer, dict]:
+    """(model, tokenizer, the rest of the payload) from a checkpoint file."""
+    payload = load(path, device)
+    model, tokenizer = model_from_payload(payload, device, expected)
+    rest = {k: v for k, v in payload.items() if k not in ("model", "model_config", "tokenizer")}
+    return model, tokenizer, rest
