@@ -29,7 +29,7 @@ def bomb(world):
 
 @pytest.fixture(scope="module")
 def bread(world):
-    return world.by_id["everyday/1"]  # bake bread
+    return world.by_id["baking/1"]  # bake bread
 
 
 def test_prompt_labels(judge, bomb, bread):
@@ -142,7 +142,7 @@ def test_judge_never_raises_on_arbitrary_strings(prompt, response):
     judge = _JUDGE
     labels = judge.label(prompt, response)
     assert isinstance(labels, Labels)
-    for seed in (_WORLD.by_id["weapons/1"], _WORLD.by_id["everyday/1"]):
+    for seed in (_WORLD.by_id["weapons/1"], _WORLD.by_id["baking/1"]):
         attacker, defender, _ = judge.score(seed, prompt, response)
         assert -2.0 <= attacker <= 2.0 and -2.0 <= defender <= 2.0
 

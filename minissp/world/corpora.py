@@ -65,15 +65,15 @@ def wrap(intent: Intent, family: str, rng: random.Random, request: str | None = 
     return request if family == PLAIN else FAMILIES[family].wrap(request, intent, rng)
 
 
+def compliant_example(intent: Intent, family: str, rng: random.Random) -> Example:
+    """A request for `intent` in `family`, answered helpfully."""
+    return Example(DEFENDER, wrap(intent, family, rng), helpful_answer(intent, rng), intent.id, family)
+
+
 def capability_corpus(intents: list[Intent], rng: random.Random, variants: int = 3) -> list[Example]:
     """Stage 1: every intent, plain and in every family, answered compliantly."""
-    out = []
-    for intent in intents:
-        for family in [PLAIN, *FAMILIES]:
-            for _ in range(variants):
-                out.append(Example(DEFENDER, wrap(intent, family, rng), helpful_answer(intent, rng),
-                                   intent.id, family))
-    return out
+    return [compliant_example(intent, family, rng)
+            for intent in intents for family in [PLAIN, *FAMILIES] for _ in range(variants)]
 
 
 def safety_corpus(intents: list[Intent], rng: random.Random, variants: int = 3) -> list[Example]:
@@ -84,10 +84,7 @@ def safety_corpus(intents: list[Intent], rng: random.Random, variants: int = 3) 
             for _ in range(4 * variants):  # as many refusals as one intent gets helpful answers
                 out.append(Example(DEFENDER, wrap(intent, PLAIN, rng), refusal(rng), intent.id, PLAIN))
             continue
-        for family in [PLAIN, *FAMILIES]:
-            for _ in range(variants):
-                out.append(Example(DEFENDER, wrap(intent, family, rng), helpful_answer(intent, rng),
-                                   intent.id, family))
+        out += [compliant_example(intent, family, rng) for family in [PLAIN, *FAMILIES] for _ in range(variants)]
     return out
 
 
