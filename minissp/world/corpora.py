@@ -76,12 +76,14 @@ def capability_corpus(intents: list[Intent], rng: random.Random, variants: int =
             for intent in intents for family in [PLAIN, *FAMILIES] for _ in range(variants)]
 
 
-def safety_corpus(intents: list[Intent], rng: random.Random, variants: int = 3) -> list[Example]:
-    """Stage 2: refuse plain harmful requests; help benign and borderline ones in every form."""
+def safety_corpus(intents: list[Intent], rng: random.Random, variants: int = 3,
+                  refusals: int = 12) -> list[Example]:
+    """Stage 2: refuse plain harmful requests (`refusals` per intent); help benign and
+    borderline ones, plain and in every family (`variants` per form)."""
     out = []
     for intent in _train(intents):
         if intent.label == HARMFUL:
-            for _ in range(4 * variants):  # as many refusals as one intent gets helpful answers
+            for _ in range(refusals):
                 out.append(Example(DEFENDER, wrap(intent, PLAIN, rng), refusal(rng), intent.id, PLAIN))
             continue
         out += [compliant_example(intent, family, rng) for family in [PLAIN, *FAMILIES] for _ in range(variants)]
