@@ -57,7 +57,7 @@ def reply(model, tokenizer: Tokenizer, role: str, texts: list[str], max_new_toke
     model's context keeps its last tokens (after the role token).
     """
     limit = model.config.block_size - max_new_tokens
-    encoded = [_fit(prompt_ids(tokenizer, role, text), limit) for text in texts]
+    encoded = [fit_prompt(prompt_ids(tokenizer, role, text), limit) for text in texts]
     order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))
     answers = [""] * len(texts)
     for start in range(0, len(order), batch_size):
@@ -69,6 +69,6 @@ def reply(model, tokenizer: Tokenizer, role: str, texts: list[str], max_new_toke
     return answers
 
 
-def _fit(ids: list[int], limit: int) -> list[int]:
+def fit_prompt(ids: list[int], limit: int) -> list[int]:
     """Keep the role token and the last `limit - 1` tokens of a prompt that is too long."""
     return ids if len(ids) <= limit else ids[:1] + ids[len(ids) - limit + 1:]

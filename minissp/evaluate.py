@@ -41,6 +41,7 @@ import torch
 from . import checkpoint
 from .chat import reply
 from .device import pick_device
+from .diversity import distinct_n, self_bleu
 from .judge import Judge
 from .world import FAMILIES, HARMFUL, HELDOUT, SEEN_FAMILIES, UNSEEN_FAMILIES, World
 from .world.corpora import evaluation_prompts, expand_attack
@@ -54,7 +55,7 @@ class EvalConfig:
 
     per_intent: int = 3
     """Phrasings per held-out intent and family."""
-    max_new_tokens: int = 24
+    max_new_tokens: int = 40
     """Answer budget of the defender."""
     attack_max_new_tokens: int = 80
     """Prompt budget of the attacker."""
@@ -69,12 +70,6 @@ class EvalConfig:
 def rate(flags) -> float:
     flags = list(flags)
     return float(np.mean(flags)) if flags else float("nan")
-
-
-def distinct_n(texts: list[str], n: int = 2) -> float:
-    """Distinct n-grams over all n-grams (Li et al. 2016): 1 = no repetition at all."""
-    grams = [tuple(words[i:i + n]) for words in (t.split() for t in texts) for i in range(len(words) - n + 1)]
-    return len(set(grams)) / len(grams) if grams else 0.0
 
 
 @torch.no_grad()
@@ -122,6 +117,7 @@ def evaluate_attacker(attacker, tokenizer, world: World, judge: Judge, cfg: Eval
         "attacker_asr": rate(scored[i][2].response_harmful for i in harmful),
         "attacker_reward": rate(s[0] for s in scored),
         "attack_distinct2": distinct_n([attacks[i] for i in harmful]),
+        "attack_self_bleu": self_bleu([attacks[i] for i in harmful]),
         "attack_family_mix": {name: count / len(harmful) for name, count in mix.most_common()},
         "attack_examples": [{"seed": seed_texts[i], "attack": attacks[i], "answer": answers[i]}
                             for i in harmful[:: max(1, len(harmful) // 10)]],

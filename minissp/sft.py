@@ -8,9 +8,12 @@ Like a real LLM, in two stages (DESIGN.md §3):
    prompt (an attacker can later discover the unseen families by exploring).
 2. **alignment** ("instruction tuning"): safety tuning and attacker
    demonstrations, mixed with a share of capability text so stage 1 is not
-   forgotten. The loss covers only the responses, as in chat fine-tuning. The
-   capability replay leaves out plain harmful requests (the only form safety
-   tuning covers) so that the two stages do not contradict each other.
+   forgotten. The loss covers only the responses, as in chat fine-tuning.
+   Replayed capability text never holds a plain harmful request (refusing
+   those is safety tuning's job), and for harmful intents it trains only the
+   answer's content words, not the lead-in that decides to comply: replay
+   keeps what the model knows without teaching it when to answer. Benign
+   replay trains whole answers, so the model stays helpful on every topic.
 
 Both roles live in one model; the role token says which one speaks.
 
@@ -33,7 +36,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import checkpoint
-from .chat import example_ids
+from .chat import example_ids, prompt_text
 from .model import GPT, GPTConfig
 from .tokenizer import Tokenizer
 from .world import HARMFUL, PLAIN, World
@@ -50,11 +53,13 @@ class SFTConfig:
     """Samples per (intent, family) pair in the capability text."""
     safety_variants: int = 3
     """Samples per (intent, family) pair in the safety-tuning data."""
+    refusals_per_intent: int = 18
+    """Refusals of plain requests per harmful training intent in the safety data."""
     attacker_variants: int = 8
     """Attacker demonstrations per training intent."""
     capability_steps: int = 900
     """Optimizer steps of stage 1 (capability text)."""
-    alignment_steps: int = 700
+    alignment_steps: int = 900
     """Optimizer steps of stage 2 (safety tuning + attacker demos + capability replay)."""
     capability_replay: float = 0.3
     """Share of stage-2 examples drawn from the capability text (plain harmful left out)."""
@@ -80,12 +85,16 @@ class Encoded:
     loss_start: int  # first *target* index whose prediction is trained (1 = every token)
 
 
-def encode_examples(tokenizer: Tokenizer, examples: list[Example], whole_sequence: bool) -> list[Encoded]:
-    out = []
-    for example in examples:
-        ids, response_start = example_ids(tokenizer, example.role, example.prompt, example.response)
-        out.append(Encoded(ids, 1 if whole_sequence else response_start))
-    return out
+def encode_example(tokenizer: Tokenizer, example: Example, loss_on: str) -> Encoded:
+    """Tokenize one exchange; `loss_on` is "all" (every token), "response", or
+    "content" (only the answer's words after its lead-in "sure , here is how :")."""
+    ids, response_start = example_ids(tokenizer, example.role, example.prompt, example.response)
+    if loss_on == "all":
+        return Encoded(ids, 1)
+    if loss_on == "response":
+        return Encoded(ids, response_start)
+    lead = example.response.rsplit(":", 1)[0] + ":"  # the content follows the answer's last colon
+    return Encoded(ids, len(tokenizer.encode(f"{prompt_text(example.role, example.prompt)} {lead}")))
 
 
 def length_grouped_batches(data: list[Encoded], batch_size: int, rng: random.Random, group: int = 16):
@@ -140,15 +149,20 @@ def evaluate_loss(model: GPT, data: list[Encoded], pad_id: int, device, batch_si
     return total / max(count, 1)
 
 
-def build_corpora(world: World, cfg: SFTConfig, rng: random.Random) -> dict[str, list[Example]]:
+def build_corpora(world: World, cfg: SFTConfig, rng: random.Random) -> dict[str, list[Encoded]]:
+    """The examples of both stages, each with the tokens its loss covers."""
     capability = capability_corpus(world.intents, rng, cfg.capability_variants)
-    safety = safety_corpus(world.intents, rng, cfg.safety_variants)
+    safety = safety_corpus(world.intents, rng, cfg.safety_variants, cfg.refusals_per_intent)
     demos = attacker_corpus(world.intents, rng, cfg.attacker_variants)
     harmful = {intent.id for intent in world.intents if intent.label == HARMFUL}
     replayable = [e for e in capability if not (e.family == PLAIN and e.intent_id in harmful)]
     n_replay = int(cfg.capability_replay / (1 - cfg.capability_replay) * (len(safety) + len(demos)))
     replay = rng.sample(replayable, min(n_replay, len(replayable)))
-    return {"capability": capability, "alignment": safety + demos + replay}
+    return {
+        "capability": [(e, "all") for e in capability],
+        "alignment": ([(e, "response") for e in safety + demos]
+                      + [(e, "content" if e.intent_id in harmful else "response") for e in replay]),
+    }
 
 
 def make_optimizer(model: GPT, cfg: SFTConfig) -> torch.optim.AdamW:
@@ -193,14 +207,11 @@ def run_sft(world: World, model_cfg: GPTConfig, cfg: SFTConfig, out_path: str, s
     rng = random.Random(seed)
     torch.manual_seed(seed)
     corpora = build_corpora(world, cfg, rng)
-    all_texts = [f"{e.prompt} {e.response}" for examples in corpora.values() for e in examples]
+    all_texts = [f"{e.prompt} {e.response}" for pairs in corpora.values() for e, _ in pairs]
     tokenizer = Tokenizer.train(all_texts, cfg.vocab_size)
     model_cfg = GPTConfig(**{**model_cfg.__dict__, "vocab_size": tokenizer.vocab_size})
     model = GPT(model_cfg).to(device)
-    data = {
-        "capability": encode_examples(tokenizer, corpora["capability"], whole_sequence=True),
-        "alignment": encode_examples(tokenizer, corpora["alignment"], whole_sequence=False),
-    }
+    data = {stage: [encode_example(tokenizer, e, loss_on) for e, loss_on in pairs] for stage, pairs in corpora.items()}
     longest = max(len(e.ids) for stage in data.values() for e in stage)
     if longest > model_cfg.block_size:
         raise ValueError(f"the corpora hold a {longest}-token example but block_size={model_cfg.block_size}")

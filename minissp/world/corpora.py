@@ -38,7 +38,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from .intents import BENIGN, BORDERLINE, HARMFUL, HELDOUT, TRAIN, Intent, helpful_answer, phrase, refusal
+from .intents import (BENIGN, BORDERLINE, GENERIC_HARM, HARMFUL, HELDOUT, TASK_PHRASINGS, TRAIN, Intent,
+                      helpful_answer, phrase, refusal)
 from .tactics import FAMILIES, SEEN_FAMILIES
 
 REQUEST_SLOT = "<|request|>"
@@ -78,9 +79,14 @@ def capability_corpus(intents: list[Intent], rng: random.Random, variants: int =
 
 def safety_corpus(intents: list[Intent], rng: random.Random, variants: int = 3,
                   refusals: int = 12) -> list[Example]:
-    """Stage 2: refuse plain harmful requests (`refusals` per intent); help benign and
-    borderline ones, plain and in every family (`variants` per form)."""
+    """Stage 2: refuse plain harmful requests (`refusals` per intent, half as many
+    per generic request of each harm concept); help benign and borderline ones,
+    plain and in every family (`variants` per form)."""
     out = []
+    for concept, keys in GENERIC_HARM.items():  # broad requests about each harm concept
+        for key in keys:
+            out += [Example(DEFENDER, rng.choice(TASK_PHRASINGS).format(key=key), refusal(rng),
+                            f"generic/{concept}", PLAIN) for _ in range(refusals // 2)]
     for intent in _train(intents):
         if intent.label == HARMFUL:
             for _ in range(refusals):
@@ -91,15 +97,21 @@ def safety_corpus(intents: list[Intent], rng: random.Random, variants: int = 3,
 
 
 def attacker_corpus(intents: list[Intent], rng: random.Random, variants: int = 6) -> list[Example]:
-    """Stage 3: seed request -> attack frame in a seen family (harmful and adversarial-benign).
+    """Stage 3: seed request -> attack frame (harmful and adversarial-benign).
 
+    Harmful seeds get frames of the *seen* families only. Benign seeds get
+    frames of any family that can hold the request verbatim, unseen ones
+    included (WildJailbreak's adversarial benign prompts use every tactic):
+    so the attacker knows how to write those frames, and self-play can
+    discover them for harmful seeds, while no harmful demonstration uses them.
     The attack is written around the `REQUEST_SLOT` token, which the game
     replaces by the seed request (`expand_attack`).
     """
+    benign_families = [name for name, family in FAMILIES.items() if family.embeds_request]
     out = []
     for intent in _train(intents):
         for _ in range(variants):
-            family = rng.choice(SEEN_FAMILIES)
+            family = rng.choice(SEEN_FAMILIES if intent.harmful else benign_families)
             out.append(Example(ATTACKER, phrase(intent, rng), wrap(intent, family, rng, REQUEST_SLOT),
                                intent.id, family))
     return out

@@ -1,0 +1,286 @@
+"""Safety Self-Play: one model attacks, defends, and learns from both, with UCB replay.
+
+The loop of SSP (Wang et al. 2026, arXiv 2601.10589), one iteration:
+
+1. draw seeds: training intents, harmful and benign (borderline included);
+2. the **attacker** role writes an attack frame for each seed; the seed
+   request goes where it wrote `<|request|>` (`expand_attack`);
+3. the **reflective experience replay** picks past attacks from the pool
+   (UCB favours the defender's failures, DESIGN.md §6); they replace a
+   fraction of the fresh attacks in the defender's batch;
+4. the **defender** role answers fresh and replayed prompts;
+5. the **judge** labels every exchange and pays both roles (`judge.py`);
+6. the pool records the defender's rewards and keeps the new attacks;
+7. **one PPO update** trains both roles of the one shared model on one batch,
+   advantages whitened per role (`ppo.py`).
+
+Either role can instead be played by a frozen model, which gives the
+baselines of the experiment: defender-only RL against a frozen attacker
+(`frozen_attacker`), and the adaptive attack, a fresh attacker trained
+against a frozen defender (`frozen_defender`).
+
+Our choice, not the paper's: seeds are half harmful and half benign (after
+Self-RedTeam); replayed prompts replace fresh ones, so the attacker trains on
+fewer sequences than the defender; replayed prompts train only the defender
+(their attacker is gone); the pool stores every fresh attack with its first
+defender reward.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .chat import fit_prompt, prompt_ids, response_text
+from .diversity import distinct_n
+from .judge import Judge
+from .ppo import PPOConfig, make_rollout_batch, ppo_update
+from .replay import ExperiencePool, make_sampler, replay_count
+from .sampling import Generation, generate
+from .sft import collate, length_grouped_batches, masked_lm_loss
+from .world import BENIGN, BORDERLINE, HARMFUL, TRAIN, World
+from .world.corpora import expand_attack
+from .world.intents import Intent, phrase
+from .world.tactics import identify_family
+
+ATTACKER_ROLE, DEFENDER_ROLE = 0, 1  # ppo.ROLES order
+
+
+@dataclass
+class SelfPlayConfig:
+    """The self-play loop."""
+
+    iterations: int = 120
+    """PPO updates (one batch of games each)."""
+    seeds_per_iteration: int = 32
+    """Games per iteration: the defender answers this many prompts."""
+    harmful_fraction: float = 0.5
+    """Share of seeds drawn from harmful intents; the rest are benign or borderline."""
+    replay: str = "ucb"
+    """Replay sampler: "ucb", "uniform" or "none"."""
+    replay_fraction: float = 0.25
+    """Share of the defender's prompts replayed from the pool instead of freshly attacked."""
+    ucb_c: float = 1.0
+    """Exploration constant c of the UCB score."""
+    pool_capacity: int = 512
+    """Most attacks the pool holds; the best-mastered one is evicted first."""
+    attack_max_new_tokens: int = 64
+    """Length budget of an attack frame; no EOS within it costs the attacker the missing-EOS penalty."""
+    response_max_new_tokens: int = 40
+    """Length budget of a defender answer."""
+    eval_every: int = 20
+    """Iterations between held-out evaluations logged with the metrics (0 = never)."""
+    ptx_coef: float = 1.0
+    """Weight of the supervised loss on the safety-tuning data after each PPO update (PPO-ptx; 0 = off)."""
+    ptx_batch_size: int = 32
+    """Safety-tuning examples per PPO-ptx step."""
+
+
+def draw_seeds(world: World, n: int, harmful_fraction: float, rng: random.Random) -> list[Intent]:
+    """n training intents, round(n * harmful_fraction) of them harmful, in random order."""
+    harmful = world.select(TRAIN, (HARMFUL,))
+    benign = world.select(TRAIN, (BENIGN, BORDERLINE))
+    n_harmful = round(n * harmful_fraction)
+    seeds = [rng.choice(harmful) for _ in range(n_harmful)] + [rng.choice(benign) for _ in range(n - n_harmful)]
+    rng.shuffle(seeds)
+    return seeds
+
+
+def stack_for_ppo(generations: list[Generation], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Several generations -> one PPO batch: ids (B, T), attention mask (B, T), action mask (B, T-1).
+
+    Prompts are left-padded to the longest prompt and responses right-padded to
+    the longest response, so every row reads [pads | prompt | response | pads].
+    Action t of the shifted view is token t+1 (see ppo.py): a response token.
+    """
+    P = max(g.prompt_ids.shape[1] for g in generations)
+    N = max(g.response_ids.shape[1] for g in generations)
+    ids, mask, actions = [], [], []
+    for g in generations:
+        B, p = g.prompt_ids.shape
+        n = g.response_ids.shape[1]
+        device = g.prompt_ids.device
+        left = torch.full((B, P - p), pad_id, dtype=torch.long, device=device)
+        right = torch.full((B, N - n), pad_id, dtype=torch.long, device=device)
+        no_left = torch.zeros(B, P - p, dtype=torch.bool, device=device)
+        no_right = torch.zeros(B, N - n, dtype=torch.bool, device=device)
+        ids.append(torch.cat([left, g.prompt_ids, g.response_ids, right], dim=1))  # (B, P+N)
+        mask.append(torch.cat([no_left, g.prompt_mask, g.response_mask, no_right], dim=1))  # (B, P+N)
+        is_response = torch.cat([no_left, torch.zeros_like(g.prompt_mask), g.response_mask, no_right], dim=1)
+        actions.append(is_response[:, 1:])  # (B, P+N-1)
+    return torch.cat(ids), torch.cat(mask).long(), torch.cat(actions)
+
+
+class SelfPlay:
+    """The game state of one run: model, reference, optimizer, pool and the RNGs."""
+
+    def __init__(self, model, ref_model, tokenizer, world: World, cfg: SelfPlayConfig, ppo_cfg: PPOConfig,
+                 optimizer, seed: int = 0, frozen_attacker=None, frozen_defender=None, ptx_data=None):
+        if frozen_attacker is not None and frozen_defender is not None:
+            raise ValueError("at most one role can be frozen: nothing would be trained")
+        self.model, self.ref_model, self.tokenizer = model, ref_model, tokenizer
+        self.world, self.judge = world, Judge(world)
+        self.cfg, self.ppo_cfg, self.optimizer = cfg, ppo_cfg, optimizer
+        self.attacker = frozen_attacker if frozen_attacker is not None else model
+        self.defender = frozen_defender if frozen_defender is not None else model
+        self.train_roles = [r for r, frozen in ((ATTACKER_ROLE, frozen_attacker), (DEFENDER_ROLE, frozen_defender))
+                            if frozen is None]
+        self.pool = ExperiencePool(cfg.pool_capacity)
+        self.sampler = make_sampler(cfg.replay, cfg.ucb_c)
+        self.rng = random.Random(seed)
+        self.np_rng = np.random.default_rng(seed)
+        device = next(model.parameters()).device
+        self.generator = torch.Generator(device=device).manual_seed(seed)
+        self.iteration = 0
+        self.ptx_data = ptx_data or []
+        self.ptx_batches = length_grouped_batches(self.ptx_data, cfg.ptx_batch_size, self.rng) if ptx_data else None
+
+    def _generate(self, model, role: str, texts: list[str], max_new_tokens: int) -> Generation:
+        limit = model.config.block_size - max_new_tokens
+        prompts = [fit_prompt(prompt_ids(self.tokenizer, role, t), limit) for t in texts]
+        return generate(model, prompts, max_new_tokens, self.tokenizer.eos_id, self.tokenizer.pad_id,
+                        temperature=self.ppo_cfg.temperature, generator=self.generator)
+
+    def step(self) -> dict:
+        """Play one batch of games and make one PPO update; returns the iteration's metrics."""
+        cfg, timings = self.cfg, {}
+        t0 = time.perf_counter()
+        # 1-3. seeds, fresh attacks, replayed attacks
+        n_replay = replay_count(cfg.seeds_per_iteration, cfg.replay_fraction, len(self.pool))
+        replayed = self.sampler.sample(self.pool, n_replay, self.np_rng)
+        seeds = draw_seeds(self.world, cfg.seeds_per_iteration - len(replayed), cfg.harmful_fraction, self.rng)
+        seed_texts = [phrase(intent, self.rng) for intent in seeds]
+        attack_gen = self._generate(self.attacker, "attacker", seed_texts, cfg.attack_max_new_tokens)
+        frames = [response_text(self.tokenizer, ids) for ids in attack_gen.response_ids.cpu()]
+        attacks = [expand_attack(frame, seed) for frame, seed in zip(frames, seed_texts)]
+        replay_entries = [self.pool[i] for i in replayed]
+        # 4. the defender answers fresh attacks, then replayed ones
+        defender_texts = attacks + [e.prompt for e in replay_entries]
+        defense_gen = self._generate(self.defender, "defender", defender_texts, cfg.response_max_new_tokens)
+        answers = [response_text(self.tokenizer, ids) for ids in defense_gen.response_ids.cpu()]
+        timings["time/sampling"] = time.perf_counter() - t0
+
+        # 5. judge both roles
+        t1 = time.perf_counter()
+        fresh = [self.judge.score(s, a, r) for s, a, r in zip(seeds, attacks, answers)]
+        replay_intents = [self.world.by_id[e.intent] for e in replay_entries]
+        again = [self.judge.score(s, e.prompt, r)
+                 for s, e, r in zip(replay_intents, replay_entries, answers[len(attacks):])]
+        attacker_rewards = [a for a, _, _ in fresh]
+        defender_rewards = [d for _, d, _ in fresh + again]
+        # 6. the pool: update what was replayed, then add the new attacks (indices shift on add)
+        self.pool.update(replayed, defender_rewards[len(attacks):])
+        for seed, text, attack, reward in zip(seeds, seed_texts, attacks, defender_rewards):
+            self.pool.add(attack, text, seed.id, HARMFUL if seed.harmful else BENIGN,
+                          identify_family(attack), self.iteration, reward)
+        timings["time/judging"] = time.perf_counter() - t1
+
+        # 7. one PPO update on every trained role's sequences
+        t2 = time.perf_counter()
+        update_metrics = self._update(attack_gen, defense_gen, attacker_rewards, defender_rewards)
+        if self.ptx_batches is not None and cfg.ptx_coef > 0:
+            update_metrics["ptx/loss"] = self._ptx_step()
+        timings["time/ppo"] = time.perf_counter() - t2
+
+        metrics = {"iteration": self.iteration, **update_metrics, **timings,
+                   **self._game_metrics(seeds, attacks, fresh, again, replay_entries),
+                   **{f"pool/{k}": v for k, v in self.pool.stats().items()}}
+        self.iteration += 1
+        return metrics
+
+    def _update(self, attack_gen, defense_gen, attacker_rewards, defender_rewards) -> dict:
+        parts, scores, finished, roles = [], [], [], []
+        for role, gen, rewards in ((ATTACKER_ROLE, attack_gen, attacker_rewards),
+                                   (DEFENDER_ROLE, defense_gen, defender_rewards)):
+            if role in self.train_roles:
+                parts.append(gen)
+                scores += rewards
+                finished.append(gen.finished)
+                roles += [role] * len(rewards)
+        device = parts[0].prompt_ids.device
+        ids, mask, actions = stack_for_ppo(parts, self.tokenizer.pad_id)
+        batch = make_rollout_batch(self.model, self.ref_model, ids, mask, actions,
+                                   torch.tensor(scores, device=device), torch.cat(finished),
+                                   torch.tensor(roles, device=device), self.ppo_cfg)
+        self.model.train()
+        metrics = ppo_update(self.model, self.optimizer, batch, self.ppo_cfg, generator=self.generator_cpu())
+        self.model.eval()
+        return metrics
+
+    def _ptx_step(self) -> float:
+        """One supervised step on the safety-tuning data, the "PPO-ptx" of InstructGPT
+        (Ouyang et al. 2022, eq. 2): it keeps the defender helpful on requests that
+        self-play never shows it. Our choice, not the paper's."""
+        device = next(self.model.parameters()).device
+        inputs, targets, mask = collate(next(self.ptx_batches), self.tokenizer.pad_id, device)
+        self.model.train()
+        loss = masked_lm_loss(self.model, inputs, targets, mask)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite PPO-ptx loss at iteration {self.iteration}")
+        self.optimizer.zero_grad(set_to_none=True)
+        (self.cfg.ptx_coef * loss).backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.ppo_cfg.max_grad_norm)
+        self.optimizer.step()
+        self.model.eval()
+        return loss.item()
+
+    def generator_cpu(self) -> torch.Generator:
+        """A CPU generator for minibatch shuffling, seeded from the run's RNG (reproducible)."""
+        return torch.Generator().manual_seed(self.rng.getrandbits(63))
+
+    def _game_metrics(self, seeds, attacks, fresh, again, replay_entries) -> dict:
+        harmful = [i for i, s in enumerate(seeds) if s.harmful]
+        benign = [i for i, s in enumerate(seeds) if not s.harmful]
+        labels = [lab for _, _, lab in fresh]
+        families = [identify_family(attacks[i]) for i in harmful]
+        out = {
+            "attacker/reward": float(np.mean([a for a, _, _ in fresh])) if fresh else float("nan"),
+            "defender/reward": float(np.mean([d for _, d, _ in fresh + again])),
+            "game/asr": _mean(labels[i].response_harmful for i in harmful),
+            "game/refusal_harmful": _mean(labels[i].response_refusal for i in harmful),
+            "game/over_refusal": _mean(labels[i].response_refusal for i in benign),
+            "game/keeps_intent": _mean(self.judge.keeps_seed_label(seeds[i], attacks[i]) for i in range(len(seeds))),
+            "game/attack_distinct2": distinct_n([attacks[i] for i in harmful]),
+            "replay/asr": _mean(lab.response_harmful for (_, _, lab), e in zip(again, replay_entries)
+                                if e.label == HARMFUL),
+            "replay/count": float(len(again)),
+        }
+        for name in set(families):
+            out[f"family/{name}"] = families.count(name) / len(families)
+        return out
+
+
+def _mean(flags) -> float:
+    flags = list(flags)
+    return float(np.mean(flags)) if flags else float("nan")
+
+
+def run_selfplay(game: SelfPlay, iterations: int, metrics_path: str | None = None, evaluate_fn=None,
+                 on_iteration=None) -> list[dict]:
+    """Run `iterations` steps with a progress bar; append each step's metrics to a JSONL file.
+
+    evaluate_fn(iteration) -> dict is called every `eval_every` iterations and
+    its numbers are logged with the step's metrics under "eval/".
+    """
+    history = []
+    progress = tqdm(range(iterations), desc="self-play", dynamic_ncols=True)
+    for _ in progress:
+        metrics = game.step()
+        every = game.cfg.eval_every
+        if evaluate_fn is not None and every and (game.iteration % every == 0 or game.iteration == iterations):
+            metrics.update({f"eval/{k}": v for k, v in evaluate_fn(game.iteration).items()})
+        history.append(metrics)
+        if metrics_path:
+            with open(metrics_path, "a") as f:
+                f.write(json.dumps(metrics) + "\n")
+        progress.set_postfix(asr=f"{metrics['game/asr']:.2f}", over_refusal=f"{metrics['game/over_refusal']:.2f}",
+                             kl=f"{metrics.get('defender/kl_to_ref', float('nan')):.2f}")
+        if on_iteration is not None:
+            on_iteration(game, metrics)
+    return history

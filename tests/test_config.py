@@ -1,0 +1,41 @@
+import pytest
+
+from minissp.config import PRESETS, ConfigError, RunConfig, build_config, from_json, keys, to_json
+
+
+def test_defaults_and_overrides():
+    cfg = build_config(["ppo.lr=3e-4", "selfplay.replay=uniform", "seed=3"])
+    assert cfg.ppo.lr == 3e-4 and cfg.selfplay.replay == "uniform" and cfg.seed == 3
+    assert build_config([]).ppo.lr == RunConfig().ppo.lr
+
+
+@pytest.mark.parametrize("preset", list(PRESETS))
+def test_every_preset_builds(preset):
+    build_config([f"preset={preset}"])
+
+
+def test_unknown_key_suggests_the_closest():
+    with pytest.raises(ConfigError, match="did you mean 'ppo.lr'"):
+        build_config(["ppo.lrr=1"])
+
+
+@pytest.mark.parametrize("arg, message", [
+    ("ppo.lr=fast", "not a valid float"),
+    ("selfplay.iterations=1.5", "not a valid int"),
+    ("selfplay.replay_fraction=1.5", "must be in"),
+    ("selfplay.replay=sometimes", "must be ucb"),
+    ("model.n_head=3", "divisible"),
+    ("selfplay.iterations=0", "must be positive"),
+    ("preset=huge", "unknown preset"),
+    ("justaword", "key=value"),
+    ("ppo.lr=nan", "not a valid float"),
+])
+def test_bad_values_are_refused_with_their_field_named(arg, message):
+    with pytest.raises(ConfigError, match=message):
+        build_config([arg])
+
+
+def test_json_round_trip():
+    cfg = build_config(["preset=tiny", "ppo.kl_coef=0.2"])
+    assert from_json(to_json(cfg)) == cfg
+    assert "ppo.kl_coef" in keys()
