@@ -1,0 +1,470 @@
+"""The paper's table in miniature: baselines, ablations and an adaptive attack, over several seeds.
+
+    python -m minissp.experiments                        # the full grid: 6 methods x 3 seeds
+    python -m minissp.experiments --quick                # a reduced grid for a first look
+    python -m minissp.experiments --seeds 0 1 2 3 --workers 2 --out results selfplay.iterations=60
+
+Every `key=value` of minissp/config.py applies to every run of the grid (after
+`GRID`, or `QUICK` with --quick). Per seed, one supervised checkpoint (cached,
+shared with train.py's cache) is the start of every method:
+
+    sft          the aligned base, untouched;
+    static       static adversarial training: the defender tuned by supervised
+                 learning on a fixed, pre-collected set of attacks in the *seen*
+                 families (refused) and benign look-alikes (answered helpfully);
+    defender_rl  PPO on the defender only, against the frozen supervised attacker;
+    ssp_none     SSP without replay;
+    ssp_uniform  SSP, replay sampled uniformly;
+    ssp_ucb      SSP, replay sampled by UCB (the paper's method).
+
+Then each final defender is frozen and a fresh attacker (the supervised
+checkpoint again) is trained against it by PPO for `--adaptive-iterations`
+iterations (no replay); its ASR on held-out seeds is the "adaptive" ASR.
+
+**Budget of defender updates** (our definition): every trained method gets
+`selfplay.iterations` iterations. In each, the defender's loss covers
+`selfplay.seeds_per_iteration` defender sequences, `ppo.epochs` times, in
+shuffled minibatches of `ppo.minibatch_size`, with the same optimizer (Adam at
+`ppo.lr`, gradients clipped to `ppo.max_grad_norm`), followed by the same one
+PPO-ptx step on the safety-tuning data. For `static` those sequences are drawn
+from the fixed set (harmful and benign in SSP's `harmful_fraction`) and the
+loss is the response-only cross-entropy; for the RL methods they are the
+iteration's games. (SSP's PPO batch also holds the attacker's sequences, so it
+takes more optimizer steps; the defender's share is the same.) We chose the
+PPO optimizer for `static`, not the supervised stage's, so that only the
+data and the objective differ between the methods.
+
+**Caching and determinism**: each (method, seed) cell is one job, run in its
+own worker process (spawn, `--threads` torch threads each) and cached as
+`out/jobs/<method>-seed<s>/result.json` with a fingerprint of its config; a
+rerun skips cells whose fingerprint matches, so an interrupted grid resumes
+where it stopped. Every job seeds every RNG from its seed, so the same seeds
+give the same numbers on the same machine, whatever the worker count or the
+order in which jobs finish.
+
+Our choice, not the paper's: the methods' details above; defender-only RL and
+the adaptive attacker use no replay; the "attack diversity" of a run is that
+of the attacker it trained against, rated on held-out seeds (the supervised
+attacker for `sft` and `defender_rl`, its own attacker role for SSP, and the
+fixed set's templates for `static`). Simplified: the full grid is sized for a
+2-core CPU (`GRID`), so every run is much shorter than the paper's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import hashlib
+import json
+import multiprocessing
+import os
+import platform
+import random
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from . import checkpoint, plots
+from .config import ConfigError, RunConfig, build_config, from_json, sft_fingerprint, to_dict, to_json
+from .device import pick_device
+from .diversity import distinct_n, self_bleu
+from .evaluate import EvalConfig, evaluate_attacker, evaluate_defender
+from .judge import Judge
+from .pipeline import frozen_copy, held_out_tracker, make_game, ptx_data, seed_everything, supervised_model
+from .ppo import make_optimizer
+from .selfplay import run_selfplay
+from .sft import collate, encode_example, length_grouped_batches, masked_lm_loss
+from .world import DEFENDER, HARMFUL, HELDOUT, SEEN_FAMILIES, TRAIN, World
+from .world.corpora import Example, compliant_example, wrap
+from .world.intents import refusal
+
+METHODS = {  # name: (title, replay sampler of its self-play; None for the methods without one)
+    "sft": ("SFT (aligned base)", None),
+    "static": ("static adversarial training", None),
+    "defender_rl": ("defender-only RL vs frozen attacker", "none"),
+    "ssp_none": ("SSP, no replay", "none"),
+    "ssp_uniform": ("SSP, uniform replay", "uniform"),
+    "ssp_ucb": ("SSP, UCB replay", "ucb"),
+}
+SELF_PLAY = ("ssp_none", "ssp_uniform", "ssp_ucb")
+
+# The grid's budget on top of the config's defaults; sized for a 2-core CPU (see docs/experiments.md).
+GRID = {"selfplay.iterations": 40, "selfplay.eval_every": 10}
+GRID_ADAPTIVE_ITERATIONS = 20
+QUICK = {"selfplay.iterations": 20, "selfplay.eval_every": 5, "eval.per_intent": 1}
+QUICK_ADAPTIVE_ITERATIONS = 10
+QUICK_METHODS = ["sft", "static", "ssp_ucb"]
+
+# The table: (column title, key in a cell's numbers, shown as a percentage)
+COLUMNS = [
+    ("ASR seen", "asr_seen", True),
+    ("ASR unseen", "asr_unseen", True),
+    ("ASR adaptive", "asr_adaptive", True),
+    ("over-refusal borderline", "over_refusal_borderline", True),
+    ("over-refusal adv. benign", "over_refusal_adversarial_benign", True),
+    ("helpfulness", "helpfulness", True),
+    ("attack distinct-2", "attack_distinct2", False),
+    ("attack self-BLEU", "attack_self_bleu", False),
+]
+
+
+# -------------------- the static baseline ----------------------------------
+
+def static_dataset(world: World, rng: random.Random, variants: int) -> tuple[list[Example], list[Example]]:
+    """The fixed adversarial set: every training intent in every *seen* family, `variants` times.
+    Harmful requests are answered with a refusal, benign and borderline look-alikes helpfully."""
+    harmful, benign = [], []
+    for intent in world.select(TRAIN):
+        for family in SEEN_FAMILIES:
+            for _ in range(variants):
+                if intent.harmful:
+                    harmful.append(Example(DEFENDER, wrap(intent, family, rng), refusal(rng), intent.id, family))
+                else:
+                    benign.append(compliant_example(intent, family, rng))
+    return harmful, benign
+
+
+def supervised_step(model, optimizer, batch, tokenizer, max_grad_norm: float, coef: float = 1.0) -> float:
+    """One optimizer step of cross-entropy on a list of encoded examples (their loss mask says which tokens)."""
+    device = next(model.parameters()).device
+    inputs, targets, mask = collate(batch, tokenizer.pad_id, device)
+    model.train()
+    loss = masked_lm_loss(model, inputs, targets, mask)
+    optimizer.zero_grad(set_to_none=True)
+    (coef * loss).backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+    optimizer.step()
+    model.eval()
+    return loss.item()
+
+
+def train_static(cfg: RunConfig, model, tokenizer, world: World, metrics_path: str, evaluate_fn) -> list[dict]:
+    """Static adversarial training under the defender budget of self-play (module docstring)."""
+    rng = random.Random(cfg.seed)
+    harmful, benign = static_dataset(world, rng, cfg.sft.safety_variants)
+    harmful = [encode_example(tokenizer, e, loss_on="response") for e in harmful]
+    benign = [encode_example(tokenizer, e, loss_on="response") for e in benign]
+    ptx = ptx_data(cfg, world, tokenizer) if cfg.selfplay.ptx_coef > 0 else None
+    ptx_batches = length_grouped_batches(ptx, cfg.selfplay.ptx_batch_size, rng) if ptx else None
+    optimizer = make_optimizer(model, cfg.ppo)
+    n = cfg.selfplay.seeds_per_iteration
+    n_harmful = round(n * cfg.selfplay.harmful_fraction)
+    every, history = cfg.selfplay.eval_every, []
+    for iteration in tqdm(range(cfg.selfplay.iterations), desc="static", dynamic_ncols=True):
+        batch = [rng.choice(harmful) for _ in range(n_harmful)] + [rng.choice(benign) for _ in range(n - n_harmful)]
+        losses = []
+        for _ in range(cfg.ppo.epochs):
+            rng.shuffle(batch)
+            for start in range(0, n, cfg.ppo.minibatch_size):
+                mb = batch[start:start + cfg.ppo.minibatch_size]
+                losses.append(supervised_step(model, optimizer, mb, tokenizer, cfg.ppo.max_grad_norm))
+        metrics = {"iteration": iteration, "static/loss": float(np.mean(losses))}
+        if ptx_batches is not None:
+            metrics["ptx/loss"] = supervised_step(model, optimizer, next(ptx_batches), tokenizer,
+                                                  cfg.ppo.max_grad_norm, cfg.selfplay.ptx_coef)
+        if every and ((iteration + 1) % every == 0 or iteration + 1 == cfg.selfplay.iterations):
+            metrics.update({f"eval/{k}": v for k, v in evaluate_fn(iteration + 1).items()})
+        history.append(metrics)
+        with open(metrics_path, "a") as f:
+            f.write(json.dumps(metrics) + "\n")
+    return history
+
+
+def static_attack_stats(world: World, cfg: EvalConfig) -> dict:
+    """Diversity of the fixed set's attacks, written for the held-out seeds the attackers are rated on."""
+    rng = random.Random(cfg.seed)
+    attacks = [wrap(intent, rng.choice(SEEN_FAMILIES), rng)
+               for intent in world.select(HELDOUT, (HARMFUL,)) for _ in range(cfg.attacks_per_seed)]
+    return {"attack_distinct2": distinct_n(attacks), "attack_self_bleu": self_bleu(attacks)}
+
+
+# -------------------- one job = one (method, seed) cell -------------------
+
+@contextlib.contextmanager
+def job_context(cfg: RunConfig):
+    """A job's setup: its folder, CPU threads, every RNG seeded, and its printed output in log.txt."""
+    os.makedirs(cfg.out_dir, exist_ok=True)
+    torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    with open(os.path.join(cfg.out_dir, "log.txt"), "w") as log, \
+            contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        yield
+
+
+def train_supervised(spec: dict) -> str:
+    """Job: the seed's supervised checkpoint (trained once, then cached). Returns its path."""
+    cfg = from_json(spec["config"])
+    with job_context(cfg):
+        return supervised_model(cfg, World(cfg.world_seed), pick_device(cfg.device))[2]
+
+
+def adaptive_attack(cfg: RunConfig, sft_path: str, defender, world: World, judge: Judge, iterations: int,
+                    metrics_path: str) -> dict:
+    """A fresh attacker (the supervised checkpoint) trained by PPO against the frozen `defender`."""
+    attacker, tokenizer, _ = checkpoint.load_model(sft_path, next(defender.parameters()).device)
+    before = evaluate_attacker(attacker, tokenizer, world, judge, cfg.eval, defender=defender)
+    cfg = copy.deepcopy(cfg)
+    cfg.selfplay.replay = "none"
+    game = make_game(cfg, attacker, tokenizer, world, frozen_defender=defender)
+    history = run_selfplay(game, iterations, metrics_path)
+    after = evaluate_attacker(attacker, tokenizer, world, judge, cfg.eval, defender=defender)
+    return {"before": before, "after": after, "history": history}
+
+
+def run_cell(spec: dict) -> dict:
+    """Job: train one method from the seed's supervised checkpoint, evaluate it, attack it; cache the result."""
+    cfg, method = from_json(spec["config"]), spec["method"]
+    with job_context(cfg):
+        start = time.time()
+        device = pick_device(cfg.device)
+        world = World(cfg.world_seed)
+        judge = Judge(world)
+        model, tokenizer, sft_path = supervised_model(cfg, world, device)
+        sft = frozen_copy(model)
+        tracker = held_out_tracker(tokenizer, world, model, cfg.eval)
+        start_eval = tracker(0)
+        metrics_path = os.path.join(cfg.out_dir, "metrics.jsonl")
+        for name in ("metrics.jsonl", "adaptive_metrics.jsonl"):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(cfg.out_dir, name))
+        history = []
+        if method == "static":
+            history = train_static(cfg, model, tokenizer, world, metrics_path, tracker)
+        elif method != "sft":
+            cfg.selfplay.replay = METHODS[method][1]
+            game = make_game(cfg, model, tokenizer, world, frozen_attacker=sft if method == "defender_rl" else None)
+            history = run_selfplay(game, cfg.selfplay.iterations, metrics_path, tracker)
+        model.eval()
+        trained = time.time()
+        defender = evaluate_defender(model, tokenizer, world, judge, cfg.eval)
+        if method == "static":
+            attacker = static_attack_stats(world, cfg.eval)
+        else:  # the attacker this defender trained against, rated on held-out seeds
+            own = model if method in SELF_PLAY else sft
+            attacker = evaluate_attacker(own, tokenizer, world, judge, cfg.eval, defender=model)
+        evaluated = time.time()
+        adaptive = adaptive_attack(cfg, sft_path, model, world, judge, spec["adaptive_iterations"],
+                                   os.path.join(cfg.out_dir, "adaptive_metrics.jsonl"))
+        numbers = {k: v for k, v in defender.items() if isinstance(v, float)}
+        numbers.update({
+            "asr_adaptive": adaptive["after"]["attacker_asr"],
+            "asr_adaptive_start": adaptive["before"]["attacker_asr"],
+            "adaptive_distinct2": adaptive["after"]["attack_distinct2"],
+            "attack_distinct2": attacker["attack_distinct2"],
+            "attack_self_bleu": attacker["attack_self_bleu"],
+            # seconds: the whole cell, training (with its held-out checks), final evaluation, adaptive attack
+            "time_s": time.time() - start,
+            "time_train_s": trained - start,
+            "time_eval_s": evaluated - trained,
+            "time_adaptive_s": time.time() - evaluated,
+        })
+        result = {"method": method, "seed": cfg.seed, "fingerprint": spec["fingerprint"], "numbers": numbers,
+                  "start_eval": start_eval, "history": history, "adaptive_history": adaptive["history"],
+                  "defender": defender, "attacker": attacker,
+                  "adaptive": {k: adaptive[k] for k in ("before", "after")}, "sft_checkpoint": sft_path}
+        checkpoint.atomic_write_text(os.path.join(cfg.out_dir, "result.json"), json.dumps(result))
+    return result
+
+
+# -------------------- the grid --------------------------------------------
+
+def cell_fingerprint(cfg: RunConfig, method: str, adaptive_iterations: int) -> str:
+    """A hash of everything that shapes a cell's numbers (not where its files go)."""
+    shaping = {k: v for k, v in to_dict(cfg).items() if k not in ("out_dir", "sft_cache_dir")}
+    text = json.dumps({"config": shaping, "method": method, "adaptive": adaptive_iterations}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def cached(spec: dict) -> dict | None:
+    """The cell's earlier result, if it was run with the same fingerprint."""
+    path = os.path.join(from_json(spec["config"]).out_dir, "result.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        result = json.load(f)
+    return result if result.get("fingerprint") == spec["fingerprint"] else None
+
+
+def execute(supervised: dict[int, dict | None], cells: dict[int, list[dict]], workers: int) -> None:
+    """Run the jobs. supervised[seed] makes the seed's checkpoint (None: it is cached already);
+    a seed's cells start as soon as its checkpoint exists."""
+    total = sum(spec is not None for spec in supervised.values()) + sum(map(len, cells.values()))
+    progress = tqdm(total=total, desc="grid jobs", dynamic_ncols=True)
+    if workers <= 1:  # in this process, one job after another
+        for seed, spec in supervised.items():
+            for job, arg in ([(train_supervised, spec)] if spec else []) + [(run_cell, c) for c in cells[seed]]:
+                job(arg)
+                progress.update()
+        return
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        running = {pool.submit(train_supervised, spec): seed for seed, spec in supervised.items() if spec}
+        for seed, spec in supervised.items():
+            if spec is None:
+                running.update({pool.submit(run_cell, cell): None for cell in cells[seed]})
+        while running:
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                seed = running.pop(future)
+                future.result()  # a worker's exception is raised here
+                if seed is not None:  # a supervised job: its seed's cells can start
+                    running.update({pool.submit(run_cell, cell): None for cell in cells[seed]})
+                progress.update()
+    finally:
+        pool.shutdown(cancel_futures=True)
+        progress.close()
+
+
+def hardware() -> dict:
+    """What the numbers were measured on."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        cpu = platform.processor() or platform.machine()
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
+            "platform": platform.platform(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def summarize(results: dict[str, list[dict]]) -> dict[str, dict[str, dict]]:
+    """{method: {number: {"mean", "std", "values"}}} over seeds; std uses n − 1 (0 for one seed)."""
+    out = {}
+    for method, cells in results.items():
+        keys = sorted({k for c in cells for k in c["numbers"]})
+        out[method] = {}
+        for key in keys:
+            values = [c["numbers"].get(key, float("nan")) for c in cells]
+            std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+            out[method][key] = {"mean": float(np.mean(values)), "std": std, "values": values}
+    return out
+
+
+def format_table(summary: dict[str, dict[str, dict]]) -> str:
+    """The markdown table: one row per method, mean ± std over seeds per column."""
+    rows = [["method", *(f"{title}{' (%)' if pct else ''}" for title, _, pct in COLUMNS)]]
+    for method, numbers in summary.items():
+        cells = []
+        for _, key, pct in COLUMNS:
+            mean, std = numbers[key]["mean"], numbers[key]["std"]
+            cells.append(f"{100 * mean:.1f} ± {100 * std:.1f}" if pct else f"{mean:.3f} ± {std:.3f}")
+        rows.append([METHODS[method][0], *cells])
+    rows.insert(1, ["---"] * len(rows[0]))
+    return "\n".join("| " + " | ".join(row) + " |" for row in rows)
+
+
+def plan(configs: dict[int, RunConfig], methods: list[str], adaptive_iterations: int, out: str, workers: int):
+    """The jobs still to run: per seed, the uncached cells and the job that makes the seed's supervised
+    checkpoint (None when it is cached). Supervised jobs share the cores between them (at least one thread
+    each); the cache key ignores threads, like train.py's."""
+    supervised, cells = {}, {}
+    for seed, cfg in configs.items():
+        cells[seed] = []
+        for method in sorted(methods, key=lambda m: (m not in SELF_PLAY, m == "sft")):  # the longest first
+            cell = copy.deepcopy(cfg)
+            cell.out_dir = os.path.join(out, "jobs", f"{method}-seed{seed}")
+            spec = {"config": to_json(cell), "method": method, "adaptive_iterations": adaptive_iterations,
+                    "fingerprint": cell_fingerprint(cell, method, adaptive_iterations)}
+            if cached(spec) is None:
+                cells[seed].append(spec)
+        if cells[seed]:
+            path = os.path.join(cfg.sft_cache_dir, f"sft-{sft_fingerprint(cfg)}.pt")
+            supervised[seed] = None if os.path.exists(path) else copy.deepcopy(cfg)
+    to_train = [sft for sft in supervised.values() if sft is not None]
+    for sft in to_train:
+        sft.threads = max(sft.threads, workers * sft.threads // len(to_train))
+        sft.out_dir = os.path.join(out, "jobs", f"supervised-seed{sft.seed}")
+    return {seed: None if sft is None else {"config": to_json(sft)} for seed, sft in supervised.items()}, cells
+
+
+def write_report(results: dict[str, list[dict]], configs: dict[int, RunConfig], adaptive_iterations: int,
+                 out: str, workers: int, threads: int, start: float, fresh: int, command: str) -> dict:
+    """table.md, results.json and the plots, from every cell's result."""
+    seeds, methods = list(configs), list(results)
+    summary = summarize(results)
+    table = format_table(summary)
+    report = {
+        "command": command, "seeds": seeds, "methods": methods, "adaptive_iterations": adaptive_iterations,
+        "hardware": hardware(), "workers": workers, "threads_per_worker": threads,
+        "wall_time_s": time.time() - start, "jobs_run": fresh, "jobs_cached": len(seeds) * len(methods) - fresh,
+        "job_time_s": sum(c["numbers"]["time_s"] for cells in results.values() for c in cells),
+        "config": {k: v for k, v in to_dict(configs[seeds[0]]).items() if k not in ("seed", "out_dir")},
+        "summary": summary,
+        "per_seed": {m: {str(c["seed"]): c["numbers"] for c in cells} for m, cells in results.items()},
+        "table": table,
+    }
+    hw = report["hardware"]
+    note = (f"Held-out intents; mean ± std over seeds {', '.join(map(str, seeds))}; adaptive attacker: "
+            f"{adaptive_iterations} PPO iterations against the frozen defender.\n\n"
+            f"Command: `{command}`  \nHardware: {hw['cpu']}, {hw['cores']} cores, torch {hw['torch']}; "
+            f"{workers} worker(s) x {threads} thread(s).  \nWall time of this invocation: "
+            f"{report['wall_time_s'] / 60:.1f} min ({fresh} of {len(seeds) * len(methods)} cells run, "
+            f"the rest cached; {report['job_time_s'] / 60:.1f} worker-minutes in all cells).\n")
+    os.makedirs(out, exist_ok=True)
+    checkpoint.atomic_write_text(os.path.join(out, "table.md"), table + "\n\n" + note)
+    checkpoint.atomic_write_text(os.path.join(out, "results.json"), json.dumps(report, indent=1))
+    report["plots"] = plots.make_all(results, {m: METHODS[m][0] for m in methods}, out,
+                                     replay=[m for m in methods if METHODS[m][1] in ("ucb", "uniform")],
+                                     self_play=[m for m in methods if m in SELF_PLAY])
+    return report
+
+
+def run_grid(overrides: list[str], seeds: list[int], methods: list[str], adaptive_iterations: int,
+             out: str, workers: int = 2, threads: int = 1, base: dict | None = None, command: str = "") -> dict:
+    """Run (or resume) the grid and write out/table.md, out/results.json and the plots."""
+    start = time.time()
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ConfigError(f"unknown method(s) {unknown}: choose from {list(METHODS)}")
+    methods = [m for m in METHODS if m in methods]  # rows in the table's order
+    base = GRID if base is None else base
+    configs = {}
+    for seed in seeds:
+        configs[seed] = build_config([f"{k}={v}" for k, v in base.items()] + list(overrides) + [f"seed={seed}"])
+        configs[seed].threads = threads
+    supervised, cells = plan(configs, methods, adaptive_iterations, out, workers)
+    fresh = sum(map(len, cells.values()))
+    execute(supervised, cells, workers)
+    results = {m: [] for m in methods}
+    for method in methods:
+        for seed in seeds:
+            with open(os.path.join(out, "jobs", f"{method}-seed{seed}", "result.json")) as f:
+                results[method].append(json.load(f))
+    return write_report(results, configs, adaptive_iterations, out, workers, threads, start, fresh, command)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run the SSP experiment grid (baselines, ablations, "
+                                                 "adaptive attacks) and write the results table and plots.")
+    parser.add_argument("overrides", nargs="*", help="key=value config overrides for every run (preset=NAME too)")
+    parser.add_argument("--seeds", type=int, nargs="+", help="default: 0 1 2 (--quick: 0)")
+    parser.add_argument("--methods", nargs="+", choices=list(METHODS), help="default: all (--quick: fewer)")
+    parser.add_argument("--adaptive-iterations", type=int, help=f"default: {GRID_ADAPTIVE_ITERATIONS} "
+                                                                f"(--quick: {QUICK_ADAPTIVE_ITERATIONS})")
+    parser.add_argument("--quick", action="store_true", help="a reduced grid for a first look")
+    parser.add_argument("--out", default="results", help="where the table, plots and cached jobs go")
+    parser.add_argument("--workers", type=int, default=2, help="parallel job processes (1 = in this process)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per worker")
+    args = parser.parse_args(argv)
+    seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
+    methods = args.methods or (QUICK_METHODS if args.quick else list(METHODS))
+    adaptive = args.adaptive_iterations or (QUICK_ADAPTIVE_ITERATIONS if args.quick else GRID_ADAPTIVE_ITERATIONS)
+    command = "python -m minissp.experiments " + " ".join(argv if argv is not None else sys.argv[1:])
+    try:
+        report = run_grid(args.overrides, seeds, methods, adaptive, args.out, args.workers, args.threads,
+                          base=QUICK if args.quick else GRID, command=command.strip())
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(report["table"])
+    print(f"wall time {report['wall_time_s'] / 60:.1f} min; table, results.json and plots in {args.out}/")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
