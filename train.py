@@ -13,26 +13,24 @@
    printed and written to out_dir/results.md.
 
 Every key of minissp/config.py can be set as key=value.
+
+Self-play checkpoints to out_dir/checkpoint.pt; the same command run again
+resumes from it (resume=false starts over). See docs/reliability.md.
 """
 
 import sys
 
-from minissp.config import ConfigError, build_config
 from minissp.checkpoint import CheckpointError
-from minissp.pipeline import run
+from minissp.config import ConfigError, build_config
+from minissp.pipeline import RunStopped, run
 
 
 def main(argv: list[str]) -> int:
+    """Exit 0 on success; on bad input or a non-finite number, one line on stderr and exit 2."""
     try:
-        cfg = build_config(argv)
-        run(cfg)
-    except (ConfigError, CheckpointError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except RuntimeError as e:  # e.g. device=cuda without a GPU
-        if "device=" not in str(e):
-            raise
-        print(f"error: {e}", file=sys.stderr)
+        run(build_config(argv))
+    except (ConfigError, CheckpointError, RunStopped) as e:
+        print("error: " + " ".join(str(e).splitlines()), file=sys.stderr)
         return 2
     return 0
 

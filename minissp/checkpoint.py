@@ -88,16 +88,22 @@ def model_from_payload(payload: dict, device="cpu", expected: GPTConfig | None =
     """Rebuild the model and tokenizer from a loaded payload.
 
     With `expected`, a checkpoint whose shape differs from that config is
-    refused with a message naming the first differing field.
+    refused with a message naming the first differing field. The vocabulary
+    size is the tokenizer's (the supervised stage sets it), so it is checked
+    against the checkpoint's own tokenizer instead.
     """
     try:
         config = GPTConfig(**json.loads(payload["model_config"]))
         tokenizer = Tokenizer(HFTokenizer.from_str(payload["tokenizer"]))
         state = payload["model"]
-    except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"checkpoint is missing or has a broken model entry ({e})") from None
+    except Exception as e:  # KeyError, TypeError, ValueError, and tokenizers' bare Exception on bad JSON
+        raise CheckpointError(f"checkpoint is missing or has a broken model entry ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0][:120] if str(e) else ''})") from None
+    if config.vocab_size != tokenizer.vocab_size:
+        raise CheckpointError(f"checkpoint model has vocab_size={config.vocab_size} but its tokenizer has "
+                              f"{tokenizer.vocab_size} tokens")
     if expected is not None:
-        for field in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+        for field in ("block_size", "n_layer", "n_head", "n_embd"):
             if getattr(config, field) != getattr(expected, field):
                 raise CheckpointError(f"checkpoint model has {field}={getattr(config, field)} but the config "
                                       f"asks for {field}={getattr(expected, field)}")

@@ -51,7 +51,9 @@ class RunConfig:
     sft_cache_dir: str = "runs/cache"
     """Supervised checkpoints are cached here by a hash of everything that shapes them."""
     checkpoint_every: int = 10
-    """Self-play iterations between checkpoints of the run (for resuming)."""
+    """Self-play iterations between checkpoints of the run, out_dir/checkpoint.pt (0 = only at the end)."""
+    resume: bool = True
+    """Continue from out_dir/checkpoint.pt when it exists (false: start over and overwrite it)."""
     model: GPTConfig = field(default_factory=GPTConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
@@ -69,12 +71,19 @@ class RunConfig:
             ("ppo.clip_range", 0 < self.ppo.clip_range < 1, "must be in (0, 1)"),
             ("sft.capability_replay", 0 <= self.sft.capability_replay < 1, "must be in [0, 1)"),
             ("threads", self.threads >= 0, "must be >= 0"),
+            ("checkpoint_every", self.checkpoint_every >= 0, "must be >= 0"),
+            ("selfplay.eval_every", self.selfplay.eval_every >= 0, "must be >= 0"),
+            ("selfplay.ucb_c", self.selfplay.ucb_c >= 0, "must be >= 0"),
+            ("selfplay.ptx_coef", self.selfplay.ptx_coef >= 0, "must be >= 0"),
+            ("model.dropout", self.model.dropout == 0 or self.stage == "sft", "must be 0 for self-play (PPO)"),
         ]
         for key, ok, why in checks:
             if not ok:
                 raise ConfigError(f"{key}={_get(self, key)!r} {why}")
         for key in ("selfplay.iterations", "selfplay.seeds_per_iteration", "selfplay.pool_capacity",
-                    "sft.batch_size", "selfplay.attack_max_new_tokens", "selfplay.response_max_new_tokens"):
+                    "sft.batch_size", "selfplay.attack_max_new_tokens", "selfplay.response_max_new_tokens",
+                    "selfplay.ptx_batch_size", "eval.per_intent", "eval.max_new_tokens",
+                    "eval.attack_max_new_tokens", "eval.attacks_per_seed", "eval.batch_size"):
             if _get(self, key) <= 0:
                 raise ConfigError(f"{key}={_get(self, key)!r} must be positive")
         # re-run the stage configs' own checks (PPOConfig, GPTConfig) on the overridden values

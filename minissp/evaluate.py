@@ -221,6 +221,8 @@ def main(argv=None) -> int:
         device = pick_device(args.device)
         model, tokenizer, meta = checkpoint.load_model(args.ckpt, device)
         world = World(args.world_seed if args.world_seed is not None else int(meta.get("world_seed", 0)))
+        if args.prompts:
+            read_prompt_file(args.prompts, world)  # a malformed file fails now, not after the evaluation
         results = evaluate(model, tokenizer, world)
         if args.prompts:
             results.update(evaluate_prompt_file(model, tokenizer, world, args.prompts))

@@ -5,9 +5,17 @@ same pieces. Outputs of a run, all under `out_dir`:
 
     config.json              the resolved config
     sft_metrics.jsonl        supervised losses (when the stage ran, not when cached)
-    selfplay_metrics.jsonl   one line per self-play iteration
+    selfplay_metrics.jsonl   one line per self-play iteration (the same config and seed
+                             on the same machine write the same bytes)
+    selfplay_timing.jsonl    seconds spent per iteration in sampling, judging and PPO
+    checkpoint.pt            the self-play run so far, every `checkpoint_every` iterations
+                             and at the end; `run` resumes from it (see `resume_point`)
     final.pt                 the self-play model (safe to load: weights and JSON only)
     results.json, results.md the before/after evaluation
+
+Every checkpoint is written atomically and loaded with `weights_only=True`
+(checkpoint.py). A NaN or inf in a loss, a gradient or a reward stops the run
+with `RunStopped`, naming where it appeared; the last good checkpoint stays.
 """
 
 from __future__ import annotations
@@ -19,10 +27,12 @@ import random
 import resource
 import time
 
+import numpy as np
 import torch
 
 from . import checkpoint
-from .config import RunConfig, sft_fingerprint, to_json
+from .checkpoint import CheckpointError
+from .config import ConfigError, RunConfig, sft_fingerprint, to_json
 from .device import pick_device
 from .evaluate import EvalConfig, evaluate, evaluate_defender, format_table
 from .judge import Judge
@@ -34,12 +44,15 @@ from .world.corpora import safety_corpus
 
 TRACKED = ("helpfulness", "refusal_harmful", "over_refusal_borderline", "over_refusal_adversarial_benign",
            "asr_seen", "asr_unseen")
+RESUMABLE_KEYS = ("out_dir", "sft_cache_dir", "threads", "checkpoint_every", "resume")
+"""Config keys a resumed run may change: none of them changes what is computed."""
+
+
+class RunStopped(RuntimeError):
+    """Self-play met a non-finite loss, gradient or reward; the message says where."""
 
 
 def seed_everything(seed: int) -> None:
-    import random
-
-    import numpy as np
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -50,12 +63,16 @@ def supervised_model(cfg: RunConfig, world: World, device, log=print):
     path = os.path.join(cfg.sft_cache_dir, f"sft-{sft_fingerprint(cfg)}.pt")
     if os.path.exists(path):
         log(f"supervised stage: reusing {path}")
-        model, tokenizer, _ = checkpoint.load_model(path, device)
+        model, tokenizer, _ = checkpoint.load_model(path, device, expected=cfg.model)
         return model, tokenizer, path
     log(f"supervised stage: training from scratch -> {path}")
     start = time.time()
     metrics = os.path.join(cfg.out_dir, "sft_metrics.jsonl")
-    model, tokenizer = run_sft(world, cfg.model, cfg.sft, path, seed=cfg.seed, device=device, metrics_path=metrics)
+    try:
+        model, tokenizer = run_sft(world, cfg.model, cfg.sft, path, seed=cfg.seed, device=device,
+                                   metrics_path=metrics)
+    except ValueError as e:  # the config does not fit the data: sft.vocab_size or model.block_size too small
+        raise ConfigError(f"supervised stage: {e}") from None
     log(f"supervised stage: {time.time() - start:.0f} s")
     return model, tokenizer, path
 
@@ -102,26 +119,163 @@ def peak_memory_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
+# -------------------- checkpoints of a self-play run ------------------------
+
+def global_rng_state() -> dict:
+    """The process-wide RNGs (python, numpy, torch CPU) as JSON text and a tensor. Self-play
+    draws from its own generators (SelfPlay.state_dict); these are saved so that code which
+    draws from the global ones stays resumable."""
+    version, internal, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"python": json.dumps([version, list(internal), gauss]),
+            "numpy": json.dumps([name, keys.tolist(), pos, has_gauss, cached]),
+            "torch": torch.get_rng_state()}
+
+
+def set_global_rng_state(state: dict) -> None:
+    version, internal, gauss = json.loads(state["python"])
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = json.loads(state["numpy"])
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"].cpu())
+
+
+def save_run(path: str, cfg: RunConfig, game: SelfPlay, history: list[dict], device) -> None:
+    """The self-play run so far, atomically: the game (model, reference, optimizer, pool,
+    RNGs, iteration), the tokenizer, the config and the metrics of every iteration."""
+    checkpoint.save(path, {
+        **game.state_dict(),
+        **checkpoint.model_payload(game.model, game.tokenizer, world_seed=cfg.world_seed, seed=cfg.seed),
+        "config": to_json(cfg),
+        "history": json.dumps(history),
+        "rng_global": global_rng_state(),
+        "device_type": device.type,
+    })
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        out.update(_flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return out
+
+
+def resume_point(cfg: RunConfig, device) -> dict | None:
+    """The run checkpoint `out_dir/checkpoint.pt` to continue from, or None to start afresh
+    (no checkpoint, `resume=false`, or `stage=sft`).
+
+    Refuses, with a one-line CheckpointError and before anything is written, a
+    checkpoint that is truncated or holds more than weights, one written with
+    another config (the first differing key is named; only RESUMABLE_KEYS may
+    differ) or on another kind of device, and one whose model does not fit the config.
+    """
+    path = os.path.join(cfg.out_dir, "checkpoint.pt")
+    if not cfg.resume or cfg.stage == "sft" or not os.path.exists(path):
+        return None
+    state = checkpoint.load(path, device)
+    try:
+        saved = _flat(json.loads(state["config"]))
+    except (KeyError, TypeError, ValueError):
+        raise CheckpointError(f"{path} is not a self-play run checkpoint (it holds no config)") from None
+    now = _flat(json.loads(to_json(cfg)))
+    for key in list(now) + [k for k in saved if k not in now]:
+        if key not in RESUMABLE_KEYS and saved.get(key, "<absent>") != now.get(key, "<absent>"):
+            raise CheckpointError(f"{path} was written with {key}={saved.get(key, '<absent>')!r} but this run has "
+                                  f"{key}={now.get(key, '<absent>')!r}; rerun with the same config, choose "
+                                  f"another out_dir, or pass resume=false to start over (it overwrites {path})")
+    if state.get("device_type") != device.type:
+        raise CheckpointError(f"{path} was written on {state.get('device_type')} but this run is on {device.type}: "
+                              f"its sampler's RNG state only fits the same kind of device")
+    checkpoint.model_from_payload(state, "cpu", expected=cfg.model)  # refuses a model that does not fit
+    return state
+
+
+def restore(game: SelfPlay, state: dict, path: str) -> list[dict]:
+    """Load a run checkpoint into `game` and the global RNGs; return the metrics history it holds."""
+    try:
+        game.load_state_dict(state)
+        set_global_rng_state(state["rng_global"])
+        return json.loads(state["history"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else ""
+        raise CheckpointError(f"{path} is a broken run checkpoint ({type(e).__name__}: {first})") from None
+
+
+def write_metrics(out_dir: str, history: list[dict], mode: str = "w") -> None:
+    """Metrics to selfplay_metrics.jsonl, their time/* fields to selfplay_timing.jsonl.
+
+    Keys are sorted and timings kept apart, so that the metrics file of a run
+    is the same bytes whenever the run is repeated or resumed."""
+    with open(os.path.join(out_dir, "selfplay_metrics.jsonl"), mode) as metrics, \
+         open(os.path.join(out_dir, "selfplay_timing.jsonl"), mode) as timing:
+        for m in history:
+            metrics.write(json.dumps({k: v for k, v in m.items() if not k.startswith("time/")}, sort_keys=True) + "\n")
+            timing.write(json.dumps({k: v for k, v in m.items() if k == "iteration" or k.startswith("time/")}) + "\n")
+
+
+def _non_finite(e: Exception) -> bool:
+    """A NaN/inf guard fired: ppo.py and SelfPlay raise FloatingPointError, the pool's reward check a ValueError."""
+    return isinstance(e, FloatingPointError) or (isinstance(e, ValueError) and str(e).startswith("non-finite"))
+
+
+def selfplay_stage(cfg: RunConfig, game: SelfPlay, history: list[dict], tracker, device) -> list[dict]:
+    """Play the remaining iterations, checkpointing as we go; return every iteration's metrics.
+
+    `history` holds the metrics of the iterations already played (a restored game's)."""
+    path = os.path.join(cfg.out_dir, "checkpoint.pt")
+    total = cfg.selfplay.iterations
+    saved_at = game.iteration if history else None  # a restored game sits at its checkpoint
+    write_metrics(cfg.out_dir, history)  # a resumed run drops the lines written after its checkpoint
+
+    def on_iteration(game, metrics):
+        nonlocal saved_at
+        history.append(metrics)
+        write_metrics(cfg.out_dir, [metrics], mode="a")
+        every = cfg.checkpoint_every
+        if (every and game.iteration % every == 0) or game.iteration == total:
+            save_run(path, cfg, game, history, device)
+            saved_at = game.iteration
+
+    try:
+        run_selfplay(game, total - game.iteration, None, tracker, on_iteration)
+    except (FloatingPointError, ValueError) as e:
+        if not _non_finite(e):
+            raise
+        last = f"the last good checkpoint is {path} (iteration {saved_at})" if saved_at is not None else \
+            "no checkpoint was written yet"
+        raise RunStopped(f"self-play stopped at iteration {game.iteration}: {e}; {last}") from None
+    return history
+
+
 def run(cfg: RunConfig, log=print) -> dict:
-    """Run the stages `cfg.stage` asks for; return the results dict that results.json holds."""
+    """Run the stages `cfg.stage` asks for; return the results dict that results.json holds.
+
+    A self-play run continues from `out_dir/checkpoint.pt` when there is one
+    (see `resume_point`); the resumed run ends with the same metrics, model and
+    results as an uninterrupted one on the same machine.
+    """
     start = time.time()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
-    device = pick_device(cfg.device)
+    try:
+        device = pick_device(cfg.device)
+    except RuntimeError as e:
+        raise ConfigError(str(e)) from None
+    state = resume_point(cfg, device)
     os.makedirs(cfg.out_dir, exist_ok=True)
-    checkpoint.atomic_write_text(os.path.join(cfg.out_dir, "config.json"), to_json(cfg))
     world = World(cfg.world_seed)
 
     model, tokenizer, sft_path = supervised_model(cfg, world, device, log)
+    checkpoint.atomic_write_text(os.path.join(cfg.out_dir, "config.json"), to_json(cfg))
     columns = {"supervised": evaluate(model, tokenizer, world, cfg.eval)}
     if cfg.stage in ("selfplay", "all"):
-        game = make_game(cfg, model, tokenizer, world)
+        game, history = make_game(cfg, model, tokenizer, world), []
+        if state:
+            history = restore(game, state, os.path.join(cfg.out_dir, "checkpoint.pt"))
+            log(f"self-play: resuming from {cfg.out_dir}/checkpoint.pt at iteration {game.iteration}")
         tracker = held_out_tracker(tokenizer, world, model, cfg.eval)
-        metrics_path = os.path.join(cfg.out_dir, "selfplay_metrics.jsonl")
-        if os.path.exists(metrics_path):
-            os.remove(metrics_path)
-        history = run_selfplay(game, cfg.selfplay.iterations, metrics_path, tracker)
+        history = selfplay_stage(cfg, game, history, tracker, device)
         checkpoint.save_model(os.path.join(cfg.out_dir, "final.pt"), model, tokenizer,
                               world_seed=world.seed, seed=cfg.seed)
         columns["self-play"] = evaluate(model, tokenizer, world, cfg.eval)

@@ -43,7 +43,7 @@ from .judge import Judge
 from .ppo import PPOConfig, make_rollout_batch, ppo_update
 from .replay import ExperiencePool, make_sampler, replay_count
 from .sampling import Generation, generate
-from .sft import collate, length_grouped_batches, masked_lm_loss
+from .sft import Encoded, collate, masked_lm_loss
 from .world import BENIGN, BORDERLINE, HARMFUL, TRAIN, World
 from .world.corpora import expand_attack
 from .world.intents import Intent, phrase
@@ -117,6 +117,33 @@ def stack_for_ppo(generations: list[Generation], pad_id: int) -> tuple[torch.Ten
     return torch.cat(ids), torch.cat(mask).long(), torch.cat(actions)
 
 
+class PtxBatches:
+    """Endless length-grouped batches of the PPO-ptx data, with a position a checkpoint can hold.
+
+    The same batches, drawn from the same RNG at the same moments, as
+    `sft.length_grouped_batches` (a test checks it): take `group` batches' worth
+    of examples, sort them by length, split, shuffle the batches. The batches
+    of the current group not yet used are kept as indices into `data`, so that
+    `SelfPlay.state_dict` can save them and a resumed run draws what the
+    uninterrupted one would have.
+    """
+
+    def __init__(self, data: list[Encoded], batch_size: int, rng: random.Random, group: int = 16):
+        self.data, self.batch_size, self.rng, self.group = data, batch_size, rng, group
+        self.pending: list[list[int]] = []  # the current group's unused batches, as indices into data
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> list[Encoded]:
+        if not self.pending:
+            pool = self.rng.sample(range(len(self.data)), min(len(self.data), self.batch_size * self.group))
+            pool.sort(key=lambda i: len(self.data[i].ids))
+            self.pending = [pool[i:i + self.batch_size] for i in range(0, len(pool), self.batch_size)]
+            self.rng.shuffle(self.pending)
+        return [self.data[i] for i in self.pending.pop(0)]
+
+
 class SelfPlay:
     """The game state of one run: model, reference, optimizer, pool and the RNGs."""
 
@@ -139,7 +166,7 @@ class SelfPlay:
         self.generator = torch.Generator(device=device).manual_seed(seed)
         self.iteration = 0
         self.ptx_data = ptx_data or []
-        self.ptx_batches = length_grouped_batches(self.ptx_data, cfg.ptx_batch_size, self.rng) if ptx_data else None
+        self.ptx_batches = PtxBatches(self.ptx_data, cfg.ptx_batch_size, self.rng) if ptx_data else None
 
     def _generate(self, model, role: str, texts: list[str], max_new_tokens: int) -> Generation:
         limit = model.config.block_size - max_new_tokens
@@ -234,6 +261,40 @@ class SelfPlay:
         """A CPU generator for minibatch shuffling, seeded from the run's RNG (reproducible)."""
         return torch.Generator().manual_seed(self.rng.getrandbits(63))
 
+    def state_dict(self) -> dict:
+        """Everything the next `step` depends on, as tensors, numbers and JSON text only,
+        so that `torch.load(weights_only=True)` reads it back: the model, the reference
+        model, the optimizer, the pool, the three RNGs (python's `random.Random`, numpy's
+        Generator, the sampler's torch Generator, which also seeds the PPO shuffles through
+        `generator_cpu`), the PPO-ptx position and the iteration. A frozen attacker or
+        defender is not included: it never changes, so its owner rebuilds it."""
+        version, internal, gauss = self.rng.getstate()
+        return {
+            "model": self.model.state_dict(),
+            "ref_model": self.ref_model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "pool": self.pool.to_json(),
+            "rng_python": json.dumps([version, list(internal), gauss]),
+            "rng_numpy": json.dumps(self.np_rng.bit_generator.state),
+            "rng_torch": self.generator.get_state(),
+            "ptx_pending": json.dumps(self.ptx_batches.pending if self.ptx_batches is not None else []),
+            "iteration": self.iteration,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what `state_dict` saved; the next `step` then plays what it would have played."""
+        self.model.load_state_dict(state["model"])
+        self.ref_model.load_state_dict(state["ref_model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.pool = ExperiencePool.from_json(state["pool"])
+        version, internal, gauss = json.loads(state["rng_python"])
+        self.rng.setstate((version, tuple(internal), gauss))  # in place: PtxBatches shares self.rng
+        self.np_rng.bit_generator.state = json.loads(state["rng_numpy"])
+        self.generator.set_state(state["rng_torch"].cpu())  # a generator's state lives on the CPU
+        if self.ptx_batches is not None:
+            self.ptx_batches.pending = json.loads(state["ptx_pending"])
+        self.iteration = int(state["iteration"])
+
     def _game_metrics(self, seeds, attacks, fresh, again, replay_entries) -> dict:
         harmful = [i for i, s in enumerate(seeds) if s.harmful]
         benign = [i for i, s in enumerate(seeds) if not s.harmful]
@@ -263,17 +324,21 @@ def _mean(flags) -> float:
 
 def run_selfplay(game: SelfPlay, iterations: int, metrics_path: str | None = None, evaluate_fn=None,
                  on_iteration=None) -> list[dict]:
-    """Run `iterations` steps with a progress bar; append each step's metrics to a JSONL file.
+    """Run `iterations` more steps with a progress bar; append each step's metrics to a JSONL file.
 
     evaluate_fn(iteration) -> dict is called every `eval_every` iterations and
-    its numbers are logged with the step's metrics under "eval/".
+    after the last step, and its numbers are logged with the step's metrics
+    under "eval/". on_iteration(game, metrics) is called after each step (the
+    pipeline writes its files and checkpoints there). A game restored from a
+    checkpoint continues from its own iteration.
     """
-    history = []
-    progress = tqdm(range(iterations), desc="self-play", dynamic_ncols=True)
+    history, last = [], game.iteration + iterations
+    progress = tqdm(range(game.iteration, last), desc="self-play", dynamic_ncols=True, initial=game.iteration,
+                    total=last)
     for _ in progress:
         metrics = game.step()
         every = game.cfg.eval_every
-        if evaluate_fn is not None and every and (game.iteration % every == 0 or game.iteration == iterations):
+        if evaluate_fn is not None and every and (game.iteration % every == 0 or game.iteration == last):
             metrics.update({f"eval/{k}": v for k, v in evaluate_fn(game.iteration).items()})
         history.append(metrics)
         if metrics_path:
