@@ -19,6 +19,7 @@ import difflib
 import hashlib
 import json
 import math
+import os
 from dataclasses import dataclass, field, fields, is_dataclass
 
 from .evaluate import EvalConfig
@@ -217,7 +218,23 @@ def from_json(text: str) -> RunConfig:
 
 
 def sft_fingerprint(cfg: RunConfig) -> str:
-    """A short hash of everything that shapes the supervised checkpoint."""
+    """A short hash of everything that shapes the supervised checkpoint.
+
+    That is the configs and seeds, and also the source of the modules the
+    supervised stage runs, so that editing the world or the trainer never
+    reuses a stale cached checkpoint.
+    """
     shaping = {"model": dataclasses.asdict(cfg.model), "sft": dataclasses.asdict(cfg.sft),
                "seed": cfg.seed, "world_seed": cfg.world_seed}
-    return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:12]
+    digest = hashlib.sha256(json.dumps(shaping, sort_keys=True).encode())
+    for path in _SFT_SOURCES:
+        with open(path, "rb") as f:
+            digest.update(f.read())
+    return digest.hexdigest()[:12]
+
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__))
+_SFT_SOURCES = sorted(
+    [os.path.join(_PACKAGE, name) for name in ("model.py", "tokenizer.py", "chat.py", "sft.py")]
+    + [os.path.join(_PACKAGE, "world", name) for name in os.listdir(os.path.join(_PACKAGE, "world"))
+       if name.endswith(".py")])

@@ -39,7 +39,7 @@ from . import checkpoint
 from .chat import example_ids, prompt_text
 from .model import GPT, GPTConfig
 from .tokenizer import Tokenizer
-from .world import HARMFUL, PLAIN, World
+from .world import HARMFUL, HELDOUT, PLAIN, World
 from .world.corpora import Example, attacker_corpus, capability_corpus, safety_corpus
 
 
@@ -53,7 +53,7 @@ class SFTConfig:
     """Samples per (intent, family) pair in the capability text."""
     safety_variants: int = 3
     """Samples per (intent, family) pair in the safety-tuning data."""
-    refusals_per_intent: int = 18
+    refusals_per_intent: int = 30
     """Refusals of plain requests per harmful training intent in the safety data."""
     attacker_variants: int = 8
     """Attacker demonstrations per training intent."""
@@ -61,7 +61,7 @@ class SFTConfig:
     """Optimizer steps of stage 1 (capability text)."""
     alignment_steps: int = 900
     """Optimizer steps of stage 2 (safety tuning + attacker demos + capability replay)."""
-    capability_replay: float = 0.3
+    capability_replay: float = 0.5
     """Share of stage-2 examples drawn from the capability text (plain harmful left out)."""
     batch_size: int = 48
     lr: float = 3e-3
@@ -158,10 +158,11 @@ def build_corpora(world: World, cfg: SFTConfig, rng: random.Random) -> dict[str,
     replayable = [e for e in capability if not (e.family == PLAIN and e.intent_id in harmful)]
     n_replay = int(cfg.capability_replay / (1 - cfg.capability_replay) * (len(safety) + len(demos)))
     replay = rng.sample(replayable, min(n_replay, len(replayable)))
+    heldout_harmful = {i.id for i in world.intents if i.split == HELDOUT and i.label == HARMFUL}
     return {
         "capability": [(e, "all") for e in capability],
         "alignment": ([(e, "response") for e in safety + demos]
-                      + [(e, "content" if e.intent_id in harmful else "response") for e in replay]),
+                      + [(e, "content" if e.intent_id in heldout_harmful else "response") for e in replay]),
     }
 
 
