@@ -39,8 +39,8 @@ from .judge import Judge
 from .ppo import make_optimizer
 from .selfplay import SelfPlay, run_selfplay
 from .sft import encode_example, run_sft
-from .world import World
-from .world.corpora import safety_corpus
+from .world import HARMFUL, World
+from .world.corpora import capability_corpus, safety_corpus
 
 TRACKED = ("helpfulness", "refusal_harmful", "over_refusal_borderline", "over_refusal_adversarial_benign",
            "asr_seen", "asr_unseen")
@@ -95,10 +95,23 @@ def held_out_tracker(tokenizer, world: World, model, cfg: EvalConfig):
 
 
 def ptx_data(cfg: RunConfig, world: World, tokenizer):
-    """The safety-tuning corpus, tokenized for PPO-ptx (defender examples only)."""
-    examples = safety_corpus(world.intents, random.Random(cfg.seed), cfg.sft.safety_variants,
-                             cfg.sft.refusals_per_intent)
-    return [encode_example(tokenizer, e, loss_on="response") for e in examples]
+    """The defender's supervised data for PPO-ptx, tokenized (InstructGPT's "ptx" term).
+
+    Stage 2's safety corpus, plus compliant answers from the capability text in
+    the share stage 2 replays them (`sft.capability_replay`). Our choice, not
+    the paper's: the replayed answers are those of benign and borderline
+    intents only, so that ptx keeps the model helpful (held-out everyday
+    topics included, which the capability text covers) without also pulling it
+    back towards answering wrapped harmful requests, which the capability text
+    teaches and stage 2 replays.
+    """
+    rng = random.Random(cfg.seed)
+    safety = safety_corpus(world.intents, rng, cfg.sft.safety_variants, cfg.sft.refusals_per_intent)
+    answers = [e for e in capability_corpus(world.intents, rng, cfg.sft.capability_variants)
+               if world.by_id[e.intent_id].label != HARMFUL]
+    share = cfg.sft.capability_replay
+    answers = rng.sample(answers, min(len(answers), int(share / (1 - share) * len(safety))))
+    return [encode_example(tokenizer, e, loss_on="response") for e in safety + answers]
 
 
 def make_game(cfg: RunConfig, model, tokenizer, world: World, frozen_attacker=None, frozen_defender=None) -> SelfPlay:

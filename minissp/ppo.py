@@ -49,7 +49,7 @@ ROLES = ("attacker", "defender")  # role id 0, role id 1
 
 @dataclass
 class PPOConfig:
-    kl_coef: float = 0.05
+    kl_coef: float = 0.2
     """β of the per-token KL penalty −β(logπ − logπ_ref) added to the reward."""
     gamma: float = 1.0
     """Discount factor; 1 for language ([N details]: γ = 1)."""
@@ -65,11 +65,11 @@ class PPOConfig:
     """Weight of the entropy bonus (0: the KL penalty already keeps the policy spread)."""
     max_grad_norm: float = 0.5
     """Global gradient-norm clip ([37 details])."""
-    epochs: int = 4
+    epochs: int = 2
     """Passes over the rollout batch per update."""
     minibatch_size: int = 16
     """Sequences per gradient step; the last minibatch of an epoch may be smaller."""
-    lr: float = 1e-4
+    lr: float = 3e-5
     """Adam learning rate (see `make_optimizer`)."""
     adam_eps: float = 1e-5
     """Adam ε ([37 details]: 1e-5 instead of PyTorch's 1e-8)."""

@@ -19,7 +19,12 @@ where N = Σ n_i is the pool's total visits and an unvisited entry (n_i = 0)
 scores +inf, so it is tried first. The k best scores are taken, distinct,
 deterministically; ties (all unvisited entries, say) are broken at random by
 the numpy Generator passed in. UCB1's own constant for [0, 1] rewards is
-c = sqrt(2); ours defaults to 1 and is a knob.
+c = sqrt(2); the self-play default is 0.3 (`SelfPlayConfig.ucb_c`), a knob. Why
+so small: every fresh attack enters the pool already visited once, and N grows
+to hundreds, so with c = 1 the bonus gap between one and two visits
+(sqrt(ln N) − sqrt(ln N / 2), about 0.7) outweighs most of the failure term,
+which spans [0, 1], and UCB turns into "least visited first" (notebook 4 shows
+it). At c = 0.3 failures lead and rarely seen entries still get a turn.
 
 Eviction rule (also ours): when the pool is full, the entry the defender has
 *mastered best* goes: the highest r̄ among entries visited at least once,

@@ -56,7 +56,7 @@ ATTACKER_ROLE, DEFENDER_ROLE = 0, 1  # ppo.ROLES order
 class SelfPlayConfig:
     """The self-play loop."""
 
-    iterations: int = 120
+    iterations: int = 200
     """PPO updates (one batch of games each)."""
     seeds_per_iteration: int = 32
     """Games per iteration: the defender answers this many prompts."""
@@ -66,18 +66,19 @@ class SelfPlayConfig:
     """Replay sampler: "ucb", "uniform" or "none"."""
     replay_fraction: float = 0.25
     """Share of the defender's prompts replayed from the pool instead of freshly attacked."""
-    ucb_c: float = 1.0
-    """Exploration constant c of the UCB score."""
+    ucb_c: float = 0.3
+    """Exploration constant c of the UCB score (why 0.3 and not UCB1's sqrt(2): `replay.py`)."""
     pool_capacity: int = 512
     """Most attacks the pool holds; the best-mastered one is evicted first."""
     attack_max_new_tokens: int = 64
     """Length budget of an attack frame; no EOS within it costs the attacker the missing-EOS penalty."""
     response_max_new_tokens: int = 40
     """Length budget of a defender answer."""
-    eval_every: int = 20
+    eval_every: int = 25
     """Iterations between held-out evaluations logged with the metrics (0 = never)."""
-    ptx_coef: float = 1.0
-    """Weight of the supervised loss on the safety-tuning data after each PPO update (PPO-ptx; 0 = off)."""
+    ptx_coef: float = 3.0
+    """Weight of the supervised loss on the defender's stage-2 data after each PPO update (PPO-ptx,
+    `pipeline.ptx_data`; 0 = off). Without it the defender drifts towards refusing benign requests."""
     ptx_batch_size: int = 32
     """Safety-tuning examples per PPO-ptx step."""
 
