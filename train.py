@@ -15,7 +15,7 @@
 Every key of minissp/config.py can be set as key=value.
 
 Self-play checkpoints to out_dir/checkpoint.pt; the same command run again
-resumes from it (resume=false starts over). See docs/reliability.md.
+resumes from it (resume=false starts over). See the README, "Reliability".
 """
 
 import sys
