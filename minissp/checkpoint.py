@@ -74,6 +74,18 @@ def load(path: str, device="cpu") -> dict:
                               f"({type(e).__name__})") from None
 
 
+def python_rng_to_json(state: tuple) -> str:
+    """A `random.Random` state (`getstate()`) as JSON text, which `weights_only` loading accepts."""
+    version, internal, gauss = state
+    return json.dumps([version, list(internal), gauss])
+
+
+def python_rng_from_json(text: str) -> tuple:
+    """The inverse of `python_rng_to_json`: a state `random.setstate` takes."""
+    version, internal, gauss = json.loads(text)
+    return version, tuple(internal), gauss
+
+
 def model_payload(model: GPT, tokenizer: Tokenizer, **extra) -> dict:
     """What a model checkpoint holds: weights, config and tokenizer (as JSON), plus `extra`."""
     return {

@@ -217,6 +217,14 @@ def from_json(text: str) -> RunConfig:
     return cfg.validate()
 
 
+# The modules whose source shapes a supervised checkpoint (hashed by sft_fingerprint).
+_PACKAGE = os.path.dirname(os.path.abspath(__file__))
+_SFT_SOURCES = sorted(
+    [os.path.join(_PACKAGE, name) for name in ("model.py", "tokenizer.py", "chat.py", "sft.py")]
+    + [os.path.join(_PACKAGE, "world", name) for name in os.listdir(os.path.join(_PACKAGE, "world"))
+       if name.endswith(".py")])
+
+
 def sft_fingerprint(cfg: RunConfig) -> str:
     """A short hash of everything that shapes the supervised checkpoint.
 
@@ -232,9 +240,3 @@ def sft_fingerprint(cfg: RunConfig) -> str:
             digest.update(f.read())
     return digest.hexdigest()[:12]
 
-
-_PACKAGE = os.path.dirname(os.path.abspath(__file__))
-_SFT_SOURCES = sorted(
-    [os.path.join(_PACKAGE, name) for name in ("model.py", "tokenizer.py", "chat.py", "sft.py")]
-    + [os.path.join(_PACKAGE, "world", name) for name in os.listdir(os.path.join(_PACKAGE, "world"))
-       if name.endswith(".py")])

@@ -26,7 +26,7 @@ iterations (no replay); its ASR on held-out seeds is the "adaptive" ASR.
 `selfplay.seeds_per_iteration` defender sequences, `ppo.epochs` times, in
 shuffled minibatches of `ppo.minibatch_size`, with the same optimizer (Adam at
 `ppo.lr`, gradients clipped to `ppo.max_grad_norm`), followed by the same one
-PPO-ptx step on the safety-tuning data. For `static` those sequences are drawn
+PPO-ptx step on the defender's stage-2 data. For `static` those sequences are drawn
 from the fixed set (harmful and benign in SSP's `harmful_fraction`) and the
 loss is the response-only cross-entropy; for the RL methods they are the
 iteration's games. (SSP's PPO batch also holds the attacker's sequences, so it
@@ -78,7 +78,7 @@ from .judge import Judge
 from .pipeline import frozen_copy, held_out_tracker, make_game, ptx_data, seed_everything, supervised_model
 from .ppo import make_optimizer
 from .selfplay import run_selfplay
-from .sft import collate, encode_example, length_grouped_batches, masked_lm_loss
+from .sft import encode_example, length_grouped_batches, supervised_step
 from .world import DEFENDER, HARMFUL, HELDOUT, SEEN_FAMILIES, TRAIN, World
 from .world.corpora import Example, compliant_example, wrap
 from .world.intents import refusal
@@ -131,20 +131,6 @@ def static_dataset(world: World, rng: random.Random, variants: int) -> tuple[lis
     return harmful, benign
 
 
-def supervised_step(model, optimizer, batch, tokenizer, max_grad_norm: float, coef: float = 1.0) -> float:
-    """One optimizer step of cross-entropy on a list of encoded examples (their loss mask says which tokens)."""
-    device = next(model.parameters()).device
-    inputs, targets, mask = collate(batch, tokenizer.pad_id, device)
-    model.train()
-    loss = masked_lm_loss(model, inputs, targets, mask)
-    optimizer.zero_grad(set_to_none=True)
-    (coef * loss).backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
-    optimizer.step()
-    model.eval()
-    return loss.item()
-
-
 def train_static(cfg: RunConfig, model, tokenizer, world: World, metrics_path: str, evaluate_fn) -> list[dict]:
     """Static adversarial training under the defender budget of self-play (module docstring)."""
     rng = random.Random(cfg.seed)
@@ -164,11 +150,11 @@ def train_static(cfg: RunConfig, model, tokenizer, world: World, metrics_path: s
             rng.shuffle(batch)
             for start in range(0, n, cfg.ppo.minibatch_size):
                 mb = batch[start:start + cfg.ppo.minibatch_size]
-                losses.append(supervised_step(model, optimizer, mb, tokenizer, cfg.ppo.max_grad_norm))
+                losses.append(supervised_step(model, optimizer, mb, tokenizer.pad_id, cfg.ppo.max_grad_norm))
         metrics = {"iteration": iteration, "static/loss": float(np.mean(losses))}
         if ptx_batches is not None:
-            metrics["ptx/loss"] = supervised_step(model, optimizer, next(ptx_batches), tokenizer,
-                                                  cfg.ppo.max_grad_norm, cfg.selfplay.ptx_coef)
+            metrics["ptx/loss"] = supervised_step(model, optimizer, next(ptx_batches), tokenizer.pad_id,
+                                                  cfg.ppo.max_grad_norm, cfg.selfplay.ptx_coef, "PPO-ptx loss")
         if every and ((iteration + 1) % every == 0 or iteration + 1 == cfg.selfplay.iterations):
             metrics.update({f"eval/{k}": v for k, v in evaluate_fn(iteration + 1).items()})
         history.append(metrics)

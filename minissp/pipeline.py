@@ -38,7 +38,7 @@ from .evaluate import EvalConfig, evaluate, evaluate_defender, format_table
 from .judge import Judge
 from .ppo import make_optimizer
 from .selfplay import SelfPlay, run_selfplay
-from .sft import encode_example, run_sft
+from .sft import encode_example, run_sft, sample_share
 from .world import HARMFUL, World
 from .world.corpora import capability_corpus, safety_corpus
 
@@ -109,8 +109,7 @@ def ptx_data(cfg: RunConfig, world: World, tokenizer):
     safety = safety_corpus(world.intents, rng, cfg.sft.safety_variants, cfg.sft.refusals_per_intent)
     answers = [e for e in capability_corpus(world.intents, rng, cfg.sft.capability_variants)
                if world.by_id[e.intent_id].label != HARMFUL]
-    share = cfg.sft.capability_replay
-    answers = rng.sample(answers, min(len(answers), int(share / (1 - share) * len(safety))))
+    answers = sample_share(answers, cfg.sft.capability_replay, len(safety), rng)
     return [encode_example(tokenizer, e, loss_on="response") for e in safety + answers]
 
 
@@ -138,16 +137,14 @@ def global_rng_state() -> dict:
     """The process-wide RNGs (python, numpy, torch CPU) as JSON text and a tensor. Self-play
     draws from its own generators (SelfPlay.state_dict); these are saved so that code which
     draws from the global ones stays resumable."""
-    version, internal, gauss = random.getstate()
     name, keys, pos, has_gauss, cached = np.random.get_state()
-    return {"python": json.dumps([version, list(internal), gauss]),
+    return {"python": checkpoint.python_rng_to_json(random.getstate()),
             "numpy": json.dumps([name, keys.tolist(), pos, has_gauss, cached]),
             "torch": torch.get_rng_state()}
 
 
 def set_global_rng_state(state: dict) -> None:
-    version, internal, gauss = json.loads(state["python"])
-    random.setstate((version, tuple(internal), gauss))
+    random.setstate(checkpoint.python_rng_from_json(state["python"]))
     name, keys, pos, has_gauss, cached = json.loads(state["numpy"])
     np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"].cpu())

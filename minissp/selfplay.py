@@ -38,12 +38,13 @@ import torch
 from tqdm.auto import tqdm
 
 from .chat import fit_prompt, prompt_ids, response_text
+from .checkpoint import python_rng_from_json, python_rng_to_json
 from .diversity import distinct_n
 from .judge import Judge
 from .ppo import PPOConfig, make_rollout_batch, ppo_update
 from .replay import ExperiencePool, make_sampler, replay_count
 from .sampling import Generation, generate
-from .sft import Encoded, collate, masked_lm_loss
+from .sft import Encoded, supervised_step
 from .world import BENIGN, BORDERLINE, HARMFUL, TRAIN, World
 from .world.corpora import expand_attack
 from .world.intents import Intent, phrase
@@ -166,8 +167,7 @@ class SelfPlay:
         device = next(model.parameters()).device
         self.generator = torch.Generator(device=device).manual_seed(seed)
         self.iteration = 0
-        self.ptx_data = ptx_data or []
-        self.ptx_batches = PtxBatches(self.ptx_data, cfg.ptx_batch_size, self.rng) if ptx_data else None
+        self.ptx_batches = PtxBatches(ptx_data, cfg.ptx_batch_size, self.rng) if ptx_data else None
 
     def _generate(self, model, role: str, texts: list[str], max_new_tokens: int) -> Generation:
         limit = model.config.block_size - max_new_tokens
@@ -242,21 +242,12 @@ class SelfPlay:
         return metrics
 
     def _ptx_step(self) -> float:
-        """One supervised step on the safety-tuning data, the "PPO-ptx" of InstructGPT
+        """One supervised step on the defender's stage-2 data, the "PPO-ptx" of InstructGPT
         (Ouyang et al. 2022, eq. 2): it keeps the defender helpful on requests that
         self-play never shows it. Our choice, not the paper's."""
-        device = next(self.model.parameters()).device
-        inputs, targets, mask = collate(next(self.ptx_batches), self.tokenizer.pad_id, device)
-        self.model.train()
-        loss = masked_lm_loss(self.model, inputs, targets, mask)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite PPO-ptx loss at iteration {self.iteration}")
-        self.optimizer.zero_grad(set_to_none=True)
-        (self.cfg.ptx_coef * loss).backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.ppo_cfg.max_grad_norm)
-        self.optimizer.step()
-        self.model.eval()
-        return loss.item()
+        return supervised_step(self.model, self.optimizer, next(self.ptx_batches), self.tokenizer.pad_id,
+                               self.ppo_cfg.max_grad_norm, self.cfg.ptx_coef,
+                               what=f"PPO-ptx loss at iteration {self.iteration}")
 
     def generator_cpu(self) -> torch.Generator:
         """A CPU generator for minibatch shuffling, seeded from the run's RNG (reproducible)."""
@@ -269,13 +260,12 @@ class SelfPlay:
         Generator, the sampler's torch Generator, which also seeds the PPO shuffles through
         `generator_cpu`), the PPO-ptx position and the iteration. A frozen attacker or
         defender is not included: it never changes, so its owner rebuilds it."""
-        version, internal, gauss = self.rng.getstate()
         return {
             "model": self.model.state_dict(),
             "ref_model": self.ref_model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "pool": self.pool.to_json(),
-            "rng_python": json.dumps([version, list(internal), gauss]),
+            "rng_python": python_rng_to_json(self.rng.getstate()),
             "rng_numpy": json.dumps(self.np_rng.bit_generator.state),
             "rng_torch": self.generator.get_state(),
             "ptx_pending": json.dumps(self.ptx_batches.pending if self.ptx_batches is not None else []),
@@ -288,8 +278,7 @@ class SelfPlay:
         self.ref_model.load_state_dict(state["ref_model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.pool = ExperiencePool.from_json(state["pool"])
-        version, internal, gauss = json.loads(state["rng_python"])
-        self.rng.setstate((version, tuple(internal), gauss))  # in place: PtxBatches shares self.rng
+        self.rng.setstate(python_rng_from_json(state["rng_python"]))  # in place: PtxBatches shares self.rng
         self.np_rng.bit_generator.state = json.loads(state["rng_numpy"])
         self.generator.set_state(state["rng_torch"].cpu())  # a generator's state lives on the CPU
         if self.ptx_batches is not None:

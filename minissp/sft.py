@@ -128,6 +128,25 @@ def masked_lm_loss(model: GPT, inputs, targets, loss_mask) -> torch.Tensor:
     return (losses * mask).sum() / mask.sum()
 
 
+def supervised_step(model: GPT, optimizer, batch: list[Encoded], pad_id: int, max_grad_norm: float,
+                    coef: float = 1.0, what: str = "supervised loss") -> float:
+    """One optimizer step of `coef` x cross-entropy on encoded examples (their loss masks say
+    which tokens count), gradient norm clipped; used by PPO-ptx and the static baseline.
+    A non-finite loss raises FloatingPointError before any weight changes."""
+    device = next(model.parameters()).device
+    inputs, targets, mask = collate(batch, pad_id, device)
+    model.train()
+    loss = masked_lm_loss(model, inputs, targets, mask)
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"non-finite {what}")
+    optimizer.zero_grad(set_to_none=True)
+    (coef * loss).backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+    optimizer.step()
+    model.eval()
+    return loss.item()
+
+
 def lr_at(step: int, total: int, cfg: SFTConfig) -> float:
     """Linear warmup, then cosine decay to lr * min_lr_ratio."""
     if step < cfg.warmup_steps:
@@ -149,6 +168,12 @@ def evaluate_loss(model: GPT, data: list[Encoded], pad_id: int, device, batch_si
     return total / max(count, 1)
 
 
+def sample_share(pool: list, share: float, n_others: int, rng: random.Random) -> list:
+    """Draw from `pool` so that the draw makes `share` of a mix with `n_others` other
+    examples: share / (1 - share) * n_others of them, or the whole pool if it is smaller."""
+    return rng.sample(pool, min(int(share / (1 - share) * n_others), len(pool)))
+
+
 def build_corpora(world: World, cfg: SFTConfig, rng: random.Random) -> dict[str, list[Encoded]]:
     """The examples of both stages, each with the tokens its loss covers."""
     capability = capability_corpus(world.intents, rng, cfg.capability_variants)
@@ -156,8 +181,7 @@ def build_corpora(world: World, cfg: SFTConfig, rng: random.Random) -> dict[str,
     demos = attacker_corpus(world.intents, rng, cfg.attacker_variants)
     harmful = {intent.id for intent in world.intents if intent.label == HARMFUL}
     replayable = [e for e in capability if not (e.family == PLAIN and e.intent_id in harmful)]
-    n_replay = int(cfg.capability_replay / (1 - cfg.capability_replay) * (len(safety) + len(demos)))
-    replay = rng.sample(replayable, min(n_replay, len(replayable)))
+    replay = sample_share(replayable, cfg.capability_replay, len(safety) + len(demos), rng)
     heldout_harmful = {i.id for i in world.intents if i.split == HELDOUT and i.label == HARMFUL}
     return {
         "capability": [(e, "all") for e in capability],

@@ -38,7 +38,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from .intents import (BENIGN, BORDERLINE, GENERIC_HARM, HARMFUL, HELDOUT, TASK_PHRASINGS, TRAIN, Intent,
+from .intents import (BENIGN, GENERIC_HARM, HARMFUL, HELDOUT, TASK_PHRASINGS, TRAIN, Intent,
                       helpful_answer, phrase, refusal)
 from .tactics import FAMILIES, SEEN_FAMILIES
 
