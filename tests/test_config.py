@@ -1,6 +1,7 @@
 import pytest
 
-from minissp.config import PRESETS, ConfigError, RunConfig, build_config, from_json, keys, to_json
+from minissp import config
+from minissp.config import PRESETS, ConfigError, RunConfig, build_config, from_json, keys, sft_fingerprint, to_json
 
 
 def test_defaults_and_overrides():
@@ -39,3 +40,17 @@ def test_json_round_trip():
     cfg = build_config(["preset=tiny", "ppo.kl_coef=0.2"])
     assert from_json(to_json(cfg)) == cfg
     assert "ppo.kl_coef" in keys()
+
+
+def test_sft_fingerprint_sees_config_and_source_edits(tmp_path, monkeypatch):
+    base = sft_fingerprint(RunConfig())
+    assert sft_fingerprint(RunConfig()) == base
+    assert sft_fingerprint(build_config(["threads=1", "out_dir=elsewhere"])) == base  # not shaping
+    assert sft_fingerprint(build_config(["sft.alignment_steps=901"])) != base
+    source = tmp_path / "world.py"
+    source.write_text("A = 1\n")
+    monkeypatch.setattr(config, "_SFT_SOURCES", [*config._SFT_SOURCES, str(source)])
+    edited = sft_fingerprint(RunConfig())
+    assert edited != base
+    source.write_text("A = 2\n")
+    assert sft_fingerprint(RunConfig()) != edited

@@ -17,12 +17,7 @@ SMALL = ["preset=tiny", "model.n_layer=2", "model.n_embd=64", "sft.capability_st
          "selfplay.attack_max_new_tokens=32", "selfplay.response_max_new_tokens=16"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 @pytest.fixture(scope="module")

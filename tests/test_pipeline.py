@@ -9,11 +9,11 @@ import torch
 
 from minissp import checkpoint
 from minissp.config import build_config
-from minissp.evaluate import EvalConfig, evaluate, format_table
+from minissp.evaluate import evaluate, format_table
 from minissp.pipeline import make_game, run
 from minissp.selfplay import draw_seeds, run_selfplay, stack_for_ppo
 from minissp.sampling import generate
-from minissp.sft import SFTConfig, run_sft
+from minissp.sft import run_sft
 from minissp.world import HARMFUL, TRAIN, World
 
 

@@ -17,13 +17,7 @@ from minissp.ppo import (
 V = 16  # vocab of the tiny test models
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The models here are tiny: one thread is faster, and immune to a busy CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 PAD, EOS = 0, 1
 
 

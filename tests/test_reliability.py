@@ -40,12 +40,7 @@ def args(tmp, out, *more):
             f"selfplay.iterations={ITERATIONS}", "checkpoint_every=3", *more]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def keep_torch_threads():
-    """The runs here set threads=1 in this process; give the other test files their count back."""
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py; the runs here use threads=1 anyway
 
 
 @pytest.fixture(scope="module")
