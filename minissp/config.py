@@ -97,7 +97,7 @@ class RunConfig:
 
 
 PRESETS: dict[str, dict[str, object]] = {
-    # the default: the whole pipeline in about a quarter of an hour on a 2-core laptop CPU
+    # the default: the whole pipeline in about ten minutes on a 2-core laptop CPU
     "cpu": {},
     # one GPU: a wider model trained longer, bigger self-play batches
     "gpu": {
@@ -109,6 +109,7 @@ PRESETS: dict[str, dict[str, object]] = {
     "tiny": {
         "model.n_layer": 1, "model.n_embd": 32, "model.n_head": 2, "model.block_size": 256, "sft.vocab_size": 400,
         "sft.capability_variants": 1, "sft.safety_variants": 1, "sft.refusals_per_intent": 2,
+        "sft.wrapped_refusals": 0,  # 3 would outnumber the 2 plain refusals per intent
         "sft.attacker_variants": 1, "sft.capability_steps": 6, "sft.alignment_steps": 6,
         "sft.batch_size": 8, "sft.eval_every": 5,
         "selfplay.iterations": 3, "selfplay.seeds_per_iteration": 8, "selfplay.eval_every": 2,

@@ -47,7 +47,7 @@ the adaptive attacker use no replay; the "attack diversity" of a run is that
 of the attacker it trained against, rated on held-out seeds (the supervised
 attacker for `sft` and `defender_rl`, its own attacker role for SSP, and the
 fixed set's templates for `static`). Simplified: every run is much shorter than the
-paper's (`GRID`: train.py's 200 iterations).
+paper's (`GRID`: train.py's 100 iterations).
 """
 
 from __future__ import annotations
@@ -93,12 +93,11 @@ METHODS = {  # name: (title, replay sampler of its self-play; None for the metho
 }
 SELF_PLAY = ("ssp_none", "ssp_uniform", "ssp_ucb")
 
-# The grid's budget on top of the config's defaults (README, "The experiment"). The full grid keeps
-# train.py's self-play length: on the supervised model the defender needs tens of iterations before it
-# refuses its first wrapped request, so a shorter budget compares methods that have not started.
+# The grid's budget on top of the config's defaults (README, "The experiment"): the full grid keeps
+# train.py's self-play length, so its SSP-UCB cell is train.py's run; the quick grid rates on fewer prompts.
 GRID = {"selfplay.eval_every": 25}
 GRID_ADAPTIVE_ITERATIONS = 20
-QUICK = {"selfplay.iterations": 150, "selfplay.eval_every": 25, "eval.per_intent": 1}
+QUICK = {"selfplay.eval_every": 25, "eval.per_intent": 1}
 QUICK_ADAPTIVE_ITERATIONS = 10
 QUICK_METHODS = ["sft", "static", "ssp_ucb"]
 

@@ -106,7 +106,8 @@ def ptx_data(cfg: RunConfig, world: World, tokenizer):
     teaches and stage 2 replays.
     """
     rng = random.Random(cfg.seed)
-    safety = safety_corpus(world.intents, rng, cfg.sft.safety_variants, cfg.sft.refusals_per_intent)
+    safety = safety_corpus(world.intents, rng, cfg.sft.safety_variants, cfg.sft.refusals_per_intent,
+                           cfg.sft.wrapped_refusals)
     answers = [e for e in capability_corpus(world.intents, rng, cfg.sft.capability_variants)
                if world.by_id[e.intent_id].label != HARMFUL]
     answers = sample_share(answers, cfg.sft.capability_replay, len(safety), rng)

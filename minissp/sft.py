@@ -55,9 +55,11 @@ class SFTConfig:
     """Samples per (intent, family) pair in the safety-tuning data."""
     refusals_per_intent: int = 30
     """Refusals of plain requests per harmful training intent in the safety data."""
+    wrapped_refusals: int = 3
+    """Refusals of requests wrapped in a seen family per harmful training intent (see corpora.py)."""
     attacker_variants: int = 8
     """Attacker demonstrations per training intent."""
-    capability_steps: int = 900
+    capability_steps: int = 750
     """Optimizer steps of stage 1 (capability text)."""
     alignment_steps: int = 900
     """Optimizer steps of stage 2 (safety tuning + attacker demos + capability replay)."""
@@ -177,7 +179,8 @@ def sample_share(pool: list, share: float, n_others: int, rng: random.Random) ->
 def build_corpora(world: World, cfg: SFTConfig, rng: random.Random) -> dict[str, list[Encoded]]:
     """The examples of both stages, each with the tokens its loss covers."""
     capability = capability_corpus(world.intents, rng, cfg.capability_variants)
-    safety = safety_corpus(world.intents, rng, cfg.safety_variants, cfg.refusals_per_intent)
+    safety = safety_corpus(world.intents, rng, cfg.safety_variants, cfg.refusals_per_intent,
+                           cfg.wrapped_refusals)
     demos = attacker_corpus(world.intents, rng, cfg.attacker_variants)
     harmful = {intent.id for intent in world.intents if intent.label == HARMFUL}
     replayable = [e for e in capability if not (e.family == PLAIN and e.intent_id in harmful)]

@@ -85,7 +85,7 @@ def test_unseen_families_actually_hide_or_nest_the_request(world):
 def test_unseen_families_never_meet_harmful_intents_outside_the_capability_text(world, judge):
     rng = random.Random(0)
     harmful_ids = {i.id for i in world.select(labels=(HARMFUL,))}
-    safety = safety_corpus(world.intents, rng)
+    safety = safety_corpus(world.intents, rng, wrapped_refusals=6)
     demos = attacker_corpus(world.intents, rng)
     for example in safety + demos:
         text = expand_attack(example.response, example.prompt) if example.role == "attacker" else example.prompt
@@ -97,8 +97,11 @@ def test_unseen_families_never_meet_harmful_intents_outside_the_capability_text(
         key = world.by_id[example.intent_id].key
         assert f" {key} " in f" {text} ", example
         assert "def answer" not in text and "fill in the json" not in text, example
-    # and safety tuning never shows a wrapped harmful request at all
-    assert all(e.family == PLAIN for e in safety if e.intent_id in harmful_ids)
+    # safety tuning wraps a harmful request only when asked to, and then in seen families
+    wrapped = [e for e in safety if e.intent_id in harmful_ids and e.family != PLAIN]
+    assert wrapped and {e.family for e in wrapped} <= set(SEEN_FAMILIES)
+    assert all(judge.response_refusal(e.response) and judge.label(e.prompt, e.response).prompt_harmful for e in wrapped)
+    assert all(e.family == PLAIN for e in safety_corpus(world.intents, rng) if e.intent_id in harmful_ids)
     # while the capability text does pair every unseen family with harmful intents
     capability = capability_corpus(world.intents, rng, variants=1)
     pairs = {(e.family, e.intent_id) for e in capability}

@@ -10,9 +10,14 @@ DESIGN.md §3. Every example is one exchange in one role:
    follows instructions and decodes ciphers, and has no safety.
 2. **safety tuning** — training intents only: plain harmful requests get a
    refusal; benign and borderline requests, plain and wrapped in *every*
-   family, get a helpful answer. No harmful request is ever wrapped here, so
-   the refusal is learned on plain surface forms only — the mismatched
-   generalisation that leaves real aligned models open to templates.
+   family, get a helpful answer. The refusal is learned on plain surface forms
+   almost only — the mismatched generalisation that leaves real aligned models
+   open to templates. Our choice, not DESIGN.md's: a few harmful requests
+   wrapped in *seen* families are refused too (`wrapped_refusals` per intent,
+   `sft.wrapped_refusals`), as real safety data holds some red-teaming
+   prompts. Without them the aligned defender fails every wrapped request, all
+   its rewards are equal, and PPO has nothing to learn from until chance
+   produces a refusal (we measured ~100 iterations of nothing).
 3. **attacker demonstrations** — a seed request becomes an attack in a *seen*
    family; harmful seeds keep their intent, benign seeds become "adversarial
    benign" prompts that look like jailbreaks but ask for something harmless.
@@ -78,9 +83,10 @@ def capability_corpus(intents: list[Intent], rng: random.Random, variants: int =
 
 
 def safety_corpus(intents: list[Intent], rng: random.Random, variants: int = 3,
-                  refusals: int = 12) -> list[Example]:
+                  refusals: int = 12, wrapped_refusals: int = 0) -> list[Example]:
     """Stage 2: refuse plain harmful requests (`refusals` per intent, half as many
-    per generic request of each harm concept); help benign and borderline ones,
+    per generic request of each harm concept) and a few wrapped in a *seen*
+    family (`wrapped_refusals` per intent); help benign and borderline ones,
     plain and in every family (`variants` per form)."""
     out = []
     for concept, keys in GENERIC_HARM.items():  # broad requests about each harm concept
@@ -91,6 +97,8 @@ def safety_corpus(intents: list[Intent], rng: random.Random, variants: int = 3,
         if intent.label == HARMFUL:
             for _ in range(refusals):
                 out.append(Example(DEFENDER, wrap(intent, PLAIN, rng), refusal(rng), intent.id, PLAIN))
+            for family in rng.choices(SEEN_FAMILIES, k=wrapped_refusals):
+                out.append(Example(DEFENDER, wrap(intent, family, rng), refusal(rng), intent.id, family))
             continue
         out += [compliant_example(intent, family, rng) for family in [PLAIN, *FAMILIES] for _ in range(variants)]
     return out
