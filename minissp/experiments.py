@@ -94,7 +94,8 @@ METHODS = {  # name: (title, replay sampler of its self-play; None for the metho
 SELF_PLAY = ("ssp_none", "ssp_uniform", "ssp_ucb")
 
 # The grid's budget on top of the config's defaults (README, "The experiment"): the full grid keeps
-# train.py's self-play length, so its SSP-UCB cell is train.py's run; the quick grid rates on fewer prompts.
+# train.py's self-play length, so its SSP-UCB cell is train.py's config (run with one thread per worker,
+# so not train.py's numbers); the quick grid rates on fewer prompts.
 GRID = {"selfplay.eval_every": 25}
 GRID_ADAPTIVE_ITERATIONS = 20
 QUICK = {"selfplay.eval_every": 25, "eval.per_intent": 1}

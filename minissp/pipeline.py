@@ -38,9 +38,9 @@ from .evaluate import EvalConfig, evaluate, evaluate_defender, format_table
 from .judge import Judge
 from .ppo import make_optimizer
 from .selfplay import SelfPlay, run_selfplay
-from .sft import encode_example, run_sft, sample_share
+from .sft import encode_example, run_sft, safety_examples, sample_share
 from .world import HARMFUL, World
-from .world.corpora import capability_corpus, safety_corpus
+from .world.corpora import capability_corpus
 
 TRACKED = ("helpfulness", "refusal_harmful", "over_refusal_borderline", "over_refusal_adversarial_benign",
            "asr_seen", "asr_unseen")
@@ -106,8 +106,7 @@ def ptx_data(cfg: RunConfig, world: World, tokenizer):
     teaches and stage 2 replays.
     """
     rng = random.Random(cfg.seed)
-    safety = safety_corpus(world.intents, rng, cfg.sft.safety_variants, cfg.sft.refusals_per_intent,
-                           cfg.sft.wrapped_refusals)
+    safety = safety_examples(world, cfg.sft, rng)
     answers = [e for e in capability_corpus(world.intents, rng, cfg.sft.capability_variants)
                if world.by_id[e.intent_id].label != HARMFUL]
     answers = sample_share(answers, cfg.sft.capability_replay, len(safety), rng)

@@ -176,11 +176,15 @@ def sample_share(pool: list, share: float, n_others: int, rng: random.Random) ->
     return rng.sample(pool, min(int(share / (1 - share) * n_others), len(pool)))
 
 
+def safety_examples(world: World, cfg: SFTConfig, rng: random.Random) -> list[Example]:
+    """Stage 2's safety-tuning corpus as `cfg` sizes it (the supervised stage and PPO-ptx both use it)."""
+    return safety_corpus(world.intents, rng, cfg.safety_variants, cfg.refusals_per_intent, cfg.wrapped_refusals)
+
+
 def build_corpora(world: World, cfg: SFTConfig, rng: random.Random) -> dict[str, list[Encoded]]:
     """The examples of both stages, each with the tokens its loss covers."""
     capability = capability_corpus(world.intents, rng, cfg.capability_variants)
-    safety = safety_corpus(world.intents, rng, cfg.safety_variants, cfg.refusals_per_intent,
-                           cfg.wrapped_refusals)
+    safety = safety_examples(world, cfg, rng)
     demos = attacker_corpus(world.intents, rng, cfg.attacker_variants)
     harmful = {intent.id for intent in world.intents if intent.label == HARMFUL}
     replayable = [e for e in capability if not (e.family == PLAIN and e.intent_id in harmful)]
