@@ -44,7 +44,7 @@ def response_text(tokenizer: Tokenizer, response_ids) -> str:
     ids = list(map(int, response_ids))
     if tokenizer.eos_id in ids:
         ids = ids[: ids.index(tokenizer.eos_id)]
-    # special tokens stay: the attacker's <|request|> slot is one of them
+    # special tokens stay: the attacker's slots (<|request|>, ...) are among them
     return tokenizer.decode(ids).strip()
 
 

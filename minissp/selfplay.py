@@ -4,7 +4,8 @@ The loop of SSP (Wang et al. 2026, arXiv 2601.10589), one iteration:
 
 1. draw seeds: training intents, harmful and benign (borderline included);
 2. the **attacker** role writes an attack frame for each seed; the seed
-   request goes where it wrote `<|request|>` (`expand_attack`);
+   request goes where it wrote a slot token: `<|request|>` verbatim, or
+   reversed, in leetspeak, or cut in two (`expand_attack`, `tactics.SLOTS`);
 3. the **reflective experience replay** picks past attacks from the pool
    (UCB favours the defender's failures, DESIGN.md §6); they replace a
    fraction of the fresh attacks in the defender's batch;

@@ -30,14 +30,15 @@ from __future__ import annotations
 from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers, trainers
 from tokenizers import Tokenizer as HFTokenizer
 
-from .world.corpora import REQUEST_SLOT
+from .world.tactics import REQUEST_SLOT, SLOTS
 
 PAD, EOS, SEP, ATTACKER, DEFENDER = "<|pad|>", "<|eos|>", "<|sep|>", "<|attacker|>", "<|defender|>"
 REQUEST = REQUEST_SLOT
-SPECIAL_TOKENS = [PAD, EOS, SEP, ATTACKER, DEFENDER, REQUEST]
+SPECIAL_TOKENS = [PAD, EOS, SEP, ATTACKER, DEFENDER, *SLOTS]
 """pad fills batches; eos ends a turn; sep separates parts of a prompt;
-attacker/defender say which role speaks next; request is the slot where the
-attacker's frame takes the seed request (see minissp.world.corpora)."""
+attacker/defender say which role speaks next; the slots are where the
+attacker's frame takes the seed request, verbatim or encoded (see
+minissp.world.tactics.SLOTS)."""
 
 WORD_WITH_LEADING_SPACE = r"\s*\S+|\s+"
 """A word with the whitespace before it, or trailing whitespace on its own."""
@@ -57,7 +58,7 @@ class Tokenizer:
         """Learn BPE merges on `texts` until the vocabulary has `vocab_size` tokens.
 
         The vocabulary always holds the special tokens and all 256 bytes, so
-        `vocab_size` must be at least 262; it may end smaller than asked when
+        `vocab_size` must be at least 266 (10 special tokens, 256 bytes); it may end smaller than asked when
         the texts offer no more pairs to merge.
         """
         alphabet = pre_tokenizers.ByteLevel.alphabet()

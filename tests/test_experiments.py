@@ -12,7 +12,7 @@ from minissp.pipeline import supervised_model
 from minissp.world import World
 
 # a small model trained just long enough that its attacker role sometimes keeps the seed request
-SMALL = ["preset=tiny", "model.n_layer=2", "model.n_embd=64", "sft.capability_steps=30", "sft.alignment_steps=150",
+SMALL = ["preset=tiny", "model.n_layer=2", "model.n_embd=64", "sft.capability_steps=30", "sft.alignment_steps=300",
          "eval.per_intent=1", "eval.max_new_tokens=16", "eval.attack_max_new_tokens=32",
          "selfplay.attack_max_new_tokens=32", "selfplay.response_max_new_tokens=16"]
 

@@ -45,9 +45,11 @@ def test_whole_world_words_become_single_tokens(tok):
 
 def test_special_tokens_are_single_ids_and_never_split(tok):
     ids = {name: tok.hf.token_to_id(name) for name in SPECIAL_TOKENS}
-    assert ids == {"<|pad|>": tok.pad_id, "<|eos|>": tok.eos_id, "<|sep|>": tok.sep_id,
-                   "<|attacker|>": tok.attacker_id, "<|defender|>": tok.defender_id,
-                   "<|request|>": tok.request_id}
+    named = {"<|pad|>": tok.pad_id, "<|eos|>": tok.eos_id, "<|sep|>": tok.sep_id,
+             "<|attacker|>": tok.attacker_id, "<|defender|>": tok.defender_id, "<|request|>": tok.request_id}
+    assert {name: ids[name] for name in named} == named
+    assert set(ids) == set(named) | {"<|request-reversed|>", "<|request-leet|>", "<|request-head|>",
+                                     "<|request-tail|>"}
     assert len(set(ids.values())) == len(SPECIAL_TOKENS)
     for name, i in ids.items():
         assert tok.encode(name) == [i]

@@ -45,10 +45,7 @@ from dataclasses import dataclass
 
 from .intents import (BENIGN, GENERIC_HARM, HARMFUL, HELDOUT, TASK_PHRASINGS, TRAIN, Intent,
                       helpful_answer, phrase, refusal)
-from .tactics import FAMILIES, SEEN_FAMILIES
-
-REQUEST_SLOT = "<|request|>"
-"""Written by the attacker where the seed request goes; a special token of the tokenizer."""
+from .tactics import FAMILIES, REQUEST_SLOT, SEEN_FAMILIES, SLOTS
 
 ATTACKER, DEFENDER = "attacker", "defender"
 PLAIN = "plain"
@@ -108,26 +105,29 @@ def attacker_corpus(intents: list[Intent], rng: random.Random, variants: int = 6
     """Stage 3: seed request -> attack frame (harmful and adversarial-benign).
 
     Harmful seeds get frames of the *seen* families only. Benign seeds get
-    frames of any family that can hold the request verbatim, unseen ones
-    included (WildJailbreak's adversarial benign prompts use every tactic):
-    so the attacker knows how to write those frames, and self-play can
-    discover them for harmful seeds, while no harmful demonstration uses them.
-    The attack is written around the `REQUEST_SLOT` token, which the game
-    replaces by the seed request (`expand_attack`).
+    frames of every family, unseen ones included (WildJailbreak's adversarial
+    benign prompts use every tactic): so the attacker knows how to write
+    those frames, and self-play can discover them for harmful seeds (DESIGN.md
+    §3: "an attacker can discover them by exploring"), while no harmful
+    demonstration uses them. The attack is written around slot tokens
+    (`tactics.SLOTS`: the request verbatim, reversed, in leet, or cut in two),
+    which the game fills with the seed request (`expand_attack`).
     """
-    benign_families = [name for name, family in FAMILIES.items() if family.embeds_request]
     out = []
     for intent in _train(intents):
         for _ in range(variants):
-            family = rng.choice(SEEN_FAMILIES if intent.harmful else benign_families)
-            out.append(Example(ATTACKER, phrase(intent, rng), wrap(intent, family, rng, REQUEST_SLOT),
+            family = rng.choice(SEEN_FAMILIES if intent.harmful else list(FAMILIES))
+            out.append(Example(ATTACKER, phrase(intent, rng), FAMILIES[family].frame(intent, rng),
                                intent.id, family))
     return out
 
 
 def expand_attack(attack: str, seed_request: str) -> str:
-    """The prompt the defender reads: the attacker's text with every slot replaced by the seed."""
-    return " ".join(attack.replace(REQUEST_SLOT, f" {seed_request} ").split())
+    """The prompt the defender reads: the attacker's text with every slot filled by the seed
+    request in the slot's form (`tactics.SLOTS`)."""
+    for slot, form in SLOTS.items():
+        attack = attack.replace(slot, f" {form(seed_request)} ")
+    return " ".join(attack.split())
 
 
 def _train(intents):
