@@ -53,8 +53,10 @@ from .world.tactics import identify_family
 class EvalConfig:
     """The evaluation suite."""
 
-    per_intent: int = 3
-    """Phrasings per held-out intent and family."""
+    per_intent: int = 9
+    """Phrasings per held-out intent and family (9: one prompt of the 48 plain benign ones is
+    ~0.7 points at 9 phrasings, 2 points at 3; we measured a 3-phrasing table miss a target
+    by that one prompt)."""
     max_new_tokens: int = 40
     """Answer budget of the defender."""
     attack_max_new_tokens: int = 80
