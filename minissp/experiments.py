@@ -47,7 +47,7 @@ the adaptive attacker use no replay; the "attack diversity" of a run is that
 of the attacker it trained against, rated on held-out seeds (the supervised
 attacker for `sft` and `defender_rl`, its own attacker role for SSP, and the
 fixed set's templates for `static`). Simplified: every run is much shorter than the
-paper's (`GRID`: train.py's 100 iterations).
+paper's (`GRID`: 100 iterations, half of train.py's).
 """
 
 from __future__ import annotations
@@ -93,12 +93,13 @@ METHODS = {  # name: (title, replay sampler of its self-play; None for the metho
 }
 SELF_PLAY = ("ssp_none", "ssp_uniform", "ssp_ucb")
 
-# The grid's budget on top of the config's defaults (README, "The experiment"): the full grid keeps
-# train.py's self-play length, so its SSP-UCB cell is train.py's config (run with one thread per worker,
-# so not train.py's numbers); the quick grid rates on fewer prompts.
-GRID = {"selfplay.eval_every": 25}
+# The grid's budget on top of the config's defaults (README, "The experiment"): 100 self-play
+# iterations per trained method, half of train.py's 200, so that 3 seeds x 5 trained methods fit the
+# 75-minute budget on 2 CPU cores (one 200-iteration run takes ~11 minutes on one thread, so 12 of them
+# alone would need ~66 minutes of both cores); the quick grid also rates on fewer prompts.
+GRID = {"selfplay.eval_every": 25, "selfplay.iterations": 100}
 GRID_ADAPTIVE_ITERATIONS = 20
-QUICK = {"selfplay.eval_every": 25, "eval.per_intent": 1}
+QUICK = {"selfplay.eval_every": 25, "selfplay.iterations": 100, "eval.per_intent": 1}
 QUICK_ADAPTIVE_ITERATIONS = 10
 QUICK_METHODS = ["sft", "static", "ssp_ucb"]
 

@@ -58,7 +58,7 @@ ATTACKER_ROLE, DEFENDER_ROLE = 0, 1  # ppo.ROLES order
 class SelfPlayConfig:
     """The self-play loop."""
 
-    iterations: int = 100
+    iterations: int = 200
     """PPO updates (one batch of games each)."""
     seeds_per_iteration: int = 32
     """Games per iteration: the defender answers this many prompts."""
