@@ -97,7 +97,7 @@ class RunConfig:
 
 
 PRESETS: dict[str, dict[str, object]] = {
-    # the default: the whole pipeline in about 7 minutes on a 2-core laptop CPU
+    # the default: the whole pipeline in about 9 minutes on a 2-core laptop CPU
     "cpu": {},
     # one GPU: a wider model trained longer, bigger self-play batches
     "gpu": {
