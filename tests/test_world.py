@@ -9,10 +9,10 @@ import pytest
 from minissp.judge import Judge
 from minissp.world import (BENIGN, BORDERLINE, FAMILIES, HARMFUL, HELDOUT, PLAIN, SEEN_FAMILIES,
                            TRAIN, UNSEEN_FAMILIES, World)
-from minissp.world.corpora import (REQUEST_SLOT, attacker_corpus, capability_corpus,
-                                   evaluation_prompts, expand_attack, safety_corpus, wrap)
+from minissp.world.corpora import (attacker_corpus, capability_corpus, evaluation_prompts, expand_attack,
+                                   safety_corpus, wrap)
 from minissp.world.intents import phrase
-from minissp.world.tactics import SLOTS, identify_family
+from minissp.world.tactics import REQUEST_SLOT, SLOTS, identify_family
 
 
 @pytest.fixture(scope="module")

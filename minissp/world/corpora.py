@@ -18,16 +18,18 @@ DESIGN.md §3. Every example is one exchange in one role:
    prompts. Without them the aligned defender fails every wrapped request, all
    its rewards are equal, and PPO has nothing to learn from until chance
    produces a refusal (we measured ~100 iterations of nothing).
-3. **attacker demonstrations** — a seed request becomes an attack in a *seen*
-   family; harmful seeds keep their intent, benign seeds become "adversarial
-   benign" prompts that look like jailbreaks but ask for something harmless.
-   The attacker writes the *frame* of its attack and a `<|request|>` slot where
-   the seed request goes, as jailbreak templates do ("[INSERT PROMPT HERE]" in
-   DAN-style templates and GPTFuzzer, Yu et al. 2023). Our choice, not the
-   paper's: a model this small, trained for minutes, does not learn to copy an
-   unseen request token by token (we measured: plain copying needs well over a
-   thousand steps on its own), and the slot lets the attacker spend its
-   capacity on the tactic. It may still write a request in its own words.
+3. **attacker demonstrations** — a seed request becomes an attack: harmful
+   seeds in a *seen* family, keeping their intent; benign seeds in any
+   family, as "adversarial benign" prompts that look like jailbreaks but ask
+   for something harmless. The attacker writes the *frame* of its attack and
+   a slot where the seed request goes, as jailbreak templates do ("[INSERT
+   PROMPT HERE]" in DAN-style templates and GPTFuzzer, Yu et al. 2023): the
+   request verbatim (`<|request|>`) or encoded (`tactics.SLOTS`). Our choice,
+   not the paper's: a model this small, trained for minutes, does not learn
+   to copy an unseen request token by token (we measured: plain copying needs
+   well over a thousand steps on its own), and the slot lets the attacker
+   spend its capacity on the tactic. It may still write a request in its own
+   words.
 
 Unseen families meet harmful intents only in stage 1 (tests check it).
 
@@ -45,7 +47,7 @@ from dataclasses import dataclass
 
 from .intents import (BENIGN, GENERIC_HARM, HARMFUL, HELDOUT, TASK_PHRASINGS, TRAIN, Intent,
                       helpful_answer, phrase, refusal)
-from .tactics import FAMILIES, REQUEST_SLOT, SEEN_FAMILIES, SLOTS
+from .tactics import FAMILIES, SEEN_FAMILIES, SLOTS
 
 ATTACKER, DEFENDER = "attacker", "defender"
 PLAIN = "plain"
