@@ -1,5 +1,9 @@
 """The experiment's figures, from the grid's cached cell results (matplotlib, Agg backend).
 
+`experiments.write_report` draws them from the cells' histories in the job cache
+(`out/jobs/`, never committed), so they are redrawn where the grid ran; the
+committed results.json holds numbers only, no histories.
+
 Every function takes `results` = {method: [one cell result per seed]} as
 written by `experiments.run_cell` and `titles` = {method: legend label}, and
 draws the mean over seeds with a band of ± one standard deviation:

@@ -89,8 +89,11 @@ def test_selfplay_smoke_run_logs_every_iteration(tiny, world, tmp_path):
                 "defender/explained_variance", "pool/size", "time/sampling", "time/ppo", "ptx/loss"):
         assert key in lines[-1], key
     assert lines[0]["first_minibatch/max_abs_ratio_minus_1"] == 0.0
-    assert lines[-1]["pool/size"] > 0
-    assert "eval/probe" in lines[1]  # eval_every=2 in the tiny preset
+    # 8 defender answers per iteration, each one visit of a pool entry; a quarter replayed once the pool has some
+    assert [m["pool/total_visits"] for m in lines] == [8.0, 16.0, 24.0]
+    assert [m["replay/count"] for m in lines] == [0.0, 2.0, 2.0]
+    # eval_every=2 in the tiny preset, and after the last iteration
+    assert [m.get("eval/probe") for m in lines] == [None, 2.0, 3.0]
 
 
 def test_frozen_roles(tiny, world):

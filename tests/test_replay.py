@@ -33,7 +33,8 @@ def test_ucb_tries_unvisited_entries_first():
     pool = pool_with([-2.0, None, -2.0, None], visits=1)
     rng = np.random.default_rng(0)
     scores = UCBSampler(c=1.0).scores(pool)
-    assert np.isinf(scores[[1, 3]]).all() and np.isfinite(scores[[0, 2]]).all()
+    assert np.isinf(scores[[1, 3]]).all()
+    np.testing.assert_allclose(scores[[0, 2]], 1.0 + math.sqrt(math.log(2)))  # r̃ = 0, N = 2, n = 1
     assert sorted(UCBSampler(c=1.0).sample(pool, 2, rng)) == [1, 3]
 
 
@@ -70,7 +71,7 @@ def test_pool_never_exceeds_capacity_and_evicts_the_best_mastered_entry():
     assert [e.prompt for e in pool.entries] == ["p0", "p3", "p5"]
     for i in range(6, 40):
         pool.add(f"p{i}", "s", "i", "benign", iteration=i, reward=float(i % 5) - 2)  # rewards -2 .. 2
-        assert len(pool) <= 3
+        assert len(pool) == 3  # full from the start, never more
     # the defender's hardest failures (r = -2, the newest two of the ties) and the untried entry remain
     assert [(e.prompt, e.mean_reward) for e in pool.entries] == [("p5", 0.0), ("p30", -2.0), ("p35", -2.0)]
 

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from minissp.model import GPT, GPTConfig
-from minissp.sampling import KVCache, generate, left_pad, sample_next_token
+from minissp.sampling import FINISHED_CHECK_EVERY, KVCache, generate, left_pad, sample_next_token
 
 PAD, EOS = 0, 1
 RAGGED_PROMPTS = [[5, 9, 13], [7], [20, 21, 22, 23, 24, 25, 26, 27, 28], [3, 30, 31, 4, 40], [50, 51]]
@@ -121,7 +121,7 @@ def test_generation_stops_early_once_every_row_finished():
     model = constant_gpt(eos_logit=10.0)  # EOS almost surely at the first step
     gen = generate(model, RAGGED_PROMPTS, 50, eos_id=EOS, pad_id=PAD, generator=torch.Generator().manual_seed(0))
     assert gen.finished.all()
-    assert gen.response_ids.shape[1] < 50
+    assert gen.response_ids.shape[1] == FINISHED_CHECK_EVERY  # stopped at the first finished-check
     assert gen.response_ids[:, 0].tolist() == [EOS] * len(RAGGED_PROMPTS)
 
 
