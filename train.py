@@ -26,11 +26,15 @@ from minissp.pipeline import RunStopped, run
 
 
 def main(argv: list[str]) -> int:
-    """Exit 0 on success; on bad input or a non-finite number, one line on stderr and exit 2."""
+    """Exit 0 on success; on bad input or a non-finite number, one line on stderr and exit 2.
+
+    Bad input is a config key or value (refused before anything runs), a file that is
+    not a checkpoint (a resumed run's out_dir/checkpoint.pt, a cached supervised model),
+    or a directory that cannot be written (OSError, with the path it names)."""
     try:
         run(build_config(argv))
-    except (ConfigError, CheckpointError, RunStopped) as e:
-        print("error: " + " ".join(str(e).splitlines()), file=sys.stderr)
+    except (ConfigError, CheckpointError, RunStopped, OSError) as e:
+        print("error: " + " ".join(str(e).split()), file=sys.stderr)
         return 2
     return 0
 

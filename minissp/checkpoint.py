@@ -19,7 +19,9 @@ import io
 import json
 import os
 import pickle
+import re
 import tempfile
+import warnings
 
 import torch
 from tokenizers import Tokenizer as HFTokenizer
@@ -49,6 +51,31 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
         raise
 
 
+def directory_problem(path: str) -> str | None:
+    """Why the directory `path` could not be created or written, or None if it can; creates nothing.
+
+    The path itself, when it exists, must be a writable directory; otherwise its
+    nearest existing ancestor must be one (a file in the way, a read-only parent).
+    """
+    if not path:
+        return "is empty"
+    if "\0" in path:
+        return "holds a NUL character"
+    here = os.path.abspath(path)
+    if os.path.exists(here):
+        if not os.path.isdir(here):
+            return "exists and is not a directory"
+        return None if os.access(here, os.W_OK | os.X_OK) else "is not writable"
+    parent = here
+    while not os.path.exists(parent):  # ends at the root, which exists
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        return f"cannot be created: {parent} is not a directory"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"cannot be created: {parent} is not writable"
+    return None
+
+
 def atomic_write_text(path: str, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
@@ -61,17 +88,36 @@ def save(path: str, payload: dict) -> None:
 
 
 def load(path: str, device="cpu") -> dict:
-    """Load a checkpoint safely; every failure becomes a one-line CheckpointError."""
+    """Load a checkpoint safely; every failure becomes a one-line CheckpointError.
+
+    Anything that is not a `torch.save` file of a dict (random bytes, text, an
+    empty or truncated file, a plain pickle) is refused as "not a checkpoint";
+    one whose unpickling would call code is refused as holding more than weights.
+    """
+    if os.path.isdir(path):
+        raise CheckpointError(f"cannot read checkpoint {path}: it is a directory, not a file")
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        return torch.load(path, map_location=device, weights_only=True)
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": a second stderr line
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"refusing to load {path}: it holds more than weights ({first[:160]})") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        code = re.search(r"GLOBAL ([\w.]+)", str(e))
+        if code:  # the weights-only unpickler met a callable and did not import it
+            raise CheckpointError(f"refusing to load {path}: it holds more than weights (a pickled "
+                                  f"{code.group(1)}, never called)") from None
+        raise CheckpointError(f"cannot read checkpoint {path}: truncated or not a checkpoint "
+                              f"(not a file torch.save wrote)") from None
+    except PermissionError:
+        raise CheckpointError(f"cannot read checkpoint {path}: permission denied") from None
+    except Exception as e:  # noqa: BLE001  the unpickler of a text file raises KeyError, IndexError, ...
         raise CheckpointError(f"cannot read checkpoint {path}: truncated or not a checkpoint "
                               f"({type(e).__name__})") from None
+    if not isinstance(payload, dict):
+        raise CheckpointError(f"cannot read checkpoint {path}: not a minissp checkpoint (it holds a "
+                              f"{type(payload).__name__}, not a dict)")
+    return payload
 
 
 def python_rng_to_json(state: tuple) -> str:
@@ -122,8 +168,9 @@ def model_from_payload(payload: dict, device="cpu", expected: GPTConfig | None =
     model = GPT(config)
     try:
         model.load_state_dict(state)
-    except RuntimeError as e:
-        raise CheckpointError(f"checkpoint weights do not fit its config: {str(e).splitlines()[0]}") from None
+    except (RuntimeError, TypeError, AttributeError, ValueError) as e:  # shapes; non-tensor entries
+        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"checkpoint weights do not fit its config: {first}") from None
     return model.to(device), tokenizer
 
 
@@ -134,6 +181,9 @@ def save_model(path: str, model: GPT, tokenizer: Tokenizer, **extra) -> None:
 def load_model(path: str, device="cpu", expected: GPTConfig | None = None) -> tuple[GPT, Tokenizer, dict]:
     """(model, tokenizer, the rest of the payload) from a checkpoint file."""
     payload = load(path, device)
-    model, tokenizer = model_from_payload(payload, device, expected)
+    try:
+        model, tokenizer = model_from_payload(payload, device, expected)
+    except CheckpointError as e:
+        raise CheckpointError(f"{path}: {e}") from None
     rest = {k: v for k, v in payload.items() if k not in ("model", "model_config", "tokenizer")}
     return model, tokenizer, rest

@@ -8,25 +8,38 @@ Every field is documented where its stage defines it (`GPTConfig` in model.py,
 `SFTConfig` in sft.py, `PPOConfig` in ppo.py, `SelfPlayConfig` in selfplay.py,
 `EvalConfig` in evaluate.py). Overrides are parsed by the field's type; an
 unknown key is refused with the closest valid key suggested, and a value of
-the wrong type or out of range is refused with its field named. No `exec`,
-no `eval`: a config file is JSON.
+the wrong type or out of range is refused with its field named, before
+anything runs: `LIMITS` holds every number's range (with generous caps on
+what would only exhaust memory), `RunConfig.validate` the checks that tie
+fields together. No `exec`, no `eval`: a config file is JSON.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import hashlib
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field, fields, is_dataclass
+from typing import NamedTuple
 
+import torch
+
+from .checkpoint import directory_problem
 from .evaluate import EvalConfig
-from .model import GPTConfig
+from .model import MAX_PARAMS, GPTConfig
 from .ppo import PPOConfig
+from .replay import replay_count
 from .selfplay import SelfPlayConfig
 from .sft import SFTConfig
+from .tokenizer import SPECIAL_TOKENS
+
+MIN_VOCAB = len(SPECIAL_TOKENS) + 256
+"""The smallest sft.vocab_size: the tokenizer always holds its special tokens and all 256 bytes."""
 
 
 class ConfigError(ValueError):
@@ -62,38 +75,162 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def validate(self) -> "RunConfig":
+        """Refuse, with a ConfigError naming the key, any value that would fail later (see LIMITS)."""
         if self.stage not in ("sft", "selfplay", "all"):
             raise ConfigError(f"stage must be 'sft', 'selfplay' or 'all', got {self.stage!r}")
+        if not re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", self.device):
+            raise ConfigError(f"device={self.device!r} must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
+        if self.device.startswith("cuda:") and torch.cuda.is_available():
+            if int(self.device[5:]) >= torch.cuda.device_count():
+                raise ConfigError(f"device={self.device!r} but this machine has {torch.cuda.device_count()} GPU(s)"
+                                  f" (cuda:0 to cuda:{torch.cuda.device_count() - 1})")
+        for key in ("out_dir", "sft_cache_dir"):
+            problem = directory_problem(_get(self, key))
+            if problem:
+                raise ConfigError(f"{key}={_get(self, key)!r} {problem}")
+        for key, limit in _LIMITS.items():
+            value = _get(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"{key}={value!r} must be a number")
+            if not limit.admits(value):
+                raise ConfigError(f"{key}={value!r} {limit.refusal()}")
+        block = self.model.block_size
         checks = [
-            ("selfplay.replay_fraction", 0 <= self.selfplay.replay_fraction < 1, "must be in [0, 1)"),
-            ("selfplay.harmful_fraction", 0 <= self.selfplay.harmful_fraction <= 1, "must be in [0, 1]"),
             ("selfplay.replay", self.selfplay.replay in ("ucb", "uniform", "none"), "must be ucb, uniform or none"),
-            ("ppo.kl_coef", self.ppo.kl_coef >= 0, "must be >= 0"),
-            ("ppo.clip_range", 0 < self.ppo.clip_range < 1, "must be in (0, 1)"),
-            ("sft.capability_replay", 0 <= self.sft.capability_replay < 1, "must be in [0, 1)"),
-            ("threads", self.threads >= 0, "must be >= 0"),
-            ("checkpoint_every", self.checkpoint_every >= 0, "must be >= 0"),
-            ("selfplay.eval_every", self.selfplay.eval_every >= 0, "must be >= 0"),
-            ("selfplay.ucb_c", self.selfplay.ucb_c >= 0, "must be >= 0"),
-            ("selfplay.ptx_coef", self.selfplay.ptx_coef >= 0, "must be >= 0"),
+            ("model.n_head", self.model.n_embd % self.model.n_head == 0,
+             f"must divide model.n_embd={self.model.n_embd}"),
             ("model.dropout", self.model.dropout == 0 or self.stage == "sft", "must be 0 for self-play (PPO)"),
-        ]
+            ("eval.attack_temperature", self.eval.attack_temperature == 0 or self.eval.attack_temperature >= 0.01,
+             "must be 0 (greedy) or >= 0.01"),
+            ("selfplay.replay_fraction", self.selfplay.replay == "none" or replay_count(
+                self.selfplay.seeds_per_iteration, self.selfplay.replay_fraction) < self.selfplay.seeds_per_iteration,
+             f"would replay all {self.selfplay.seeds_per_iteration} prompts of an iteration "
+             f"(selfplay.seeds_per_iteration): none would be a fresh attack"),
+            ("sft.attacker_variants", self.sft.safety_variants + self.sft.refusals_per_intent
+             + self.sft.wrapped_refusals + self.sft.attacker_variants > 0,
+             "and sft.safety_variants, sft.refusals_per_intent, sft.wrapped_refusals are all 0: "
+             "stage 2 would have no data"),
+        ] + [(key, _get(self, key) < block, f"must be < model.block_size={block} (the prompt needs room)")
+             for key in ("selfplay.attack_max_new_tokens", "selfplay.response_max_new_tokens",
+                         "eval.max_new_tokens", "eval.attack_max_new_tokens")]
         for key, ok, why in checks:
             if not ok:
                 raise ConfigError(f"{key}={_get(self, key)!r} {why}")
-        for key in ("selfplay.iterations", "selfplay.seeds_per_iteration", "selfplay.pool_capacity",
-                    "sft.batch_size", "selfplay.attack_max_new_tokens", "selfplay.response_max_new_tokens",
-                    "selfplay.ptx_batch_size", "eval.per_intent", "eval.max_new_tokens",
-                    "eval.attack_max_new_tokens", "eval.attacks_per_seed", "eval.batch_size"):
-            if _get(self, key) <= 0:
-                raise ConfigError(f"{key}={_get(self, key)!r} must be positive")
+        # the model the run builds: its vocabulary is the tokenizer's, at most sft.vocab_size
+        built = copy.copy(self.model)  # not dataclasses.replace: GPTConfig's own check would fire first
+        built.vocab_size = self.sft.vocab_size
+        if built.n_params() > MAX_PARAMS:
+            raise ConfigError(f"model.n_layer={self.model.n_layer}, model.n_embd={self.model.n_embd}, model.block_size="
+                              f"{block} and sft.vocab_size={self.sft.vocab_size} make {built.n_params():,} parameters, "
+                              f"more than the cap of {MAX_PARAMS:,} (model.MAX_PARAMS)")
         # re-run the stage configs' own checks (PPOConfig, GPTConfig) on the overridden values
-        for section in (self.model, self.ppo):
+        for name in ("model", "ppo"):
+            section = getattr(self, name)
             try:
                 type(section)(**dataclasses.asdict(section))
             except ValueError as e:
-                raise ConfigError(str(e)) from None
+                raise ConfigError(f"{name}.{e}") from None
         return self
+
+
+LIMITS: dict[str, str] = {
+    # The range of every number, in interval notation: "[0, 1)" is 0 <= x < 1, "inf" an open side;
+    # after it, why (shown in the error). Caps stop what would only exhaust memory or overflow
+    # float32, and are generous (8x to 1000x the presets' values); run lengths (steps, iterations,
+    # epochs) and intervals have none: more only costs time.
+    "seed": "[0, 4294967295]  numpy's seeds are 32-bit",
+    "world_seed": "[0, 4294967295]",
+    "threads": "[0, 1024]  torch's thread pool crashed at a million",
+    "checkpoint_every": "[0, inf)",
+    "model.vocab_size": "[1, 1048576]",
+    "model.block_size": "[1, 65536]",
+    "model.n_layer": "[1, 256]",
+    "model.n_head": "[1, 1024]",
+    "model.n_embd": "[1, 16384]",
+    "model.dropout": "[0, 1)",
+    "sft.vocab_size": f"[{MIN_VOCAB}, 1048576]  the tokenizer's special tokens and 256 bytes take {MIN_VOCAB}",
+    "sft.capability_variants": "[1, 100]",
+    "sft.safety_variants": "[0, 100]",
+    "sft.refusals_per_intent": "[0, 1000]",
+    "sft.wrapped_refusals": "[0, 1000]",
+    "sft.attacker_variants": "[0, 1000]",
+    "sft.capability_steps": "[1, inf)",
+    "sft.alignment_steps": "[1, inf)",
+    "sft.capability_replay": "[0, 1)",
+    "sft.batch_size": "[1, 1024]",
+    "sft.lr": "(0, 1]",
+    "sft.min_lr_ratio": "[0, 1]",
+    "sft.warmup_steps": "[0, inf)",
+    "sft.weight_decay": "[0, 1]  AdamW multiplies weights by 1 - lr * weight_decay",
+    "sft.grad_clip": "(0, inf)",
+    "sft.eval_every": "[1, inf)",
+    "sft.eval_fraction": "[0, 1)",
+    "ppo.kl_coef": "[0, 1000]",
+    "ppo.gamma": "[0, 1]",
+    "ppo.lam": "[0, 1]",
+    "ppo.clip_range": "(0, 1)",
+    "ppo.clip_range_value": "(0, inf)",
+    "ppo.vf_coef": "[0, 1000]",
+    "ppo.ent_coef": "[0, 1000]",
+    "ppo.max_grad_norm": "(0, inf)",
+    "ppo.epochs": "[1, inf)",
+    "ppo.minibatch_size": "[1, 8192]",
+    "ppo.lr": "(0, 1]",
+    "ppo.adam_eps": "(0, 1]",
+    "ppo.temperature": "[0.01, 100]  logits / temperature must stay far from float32's overflow",
+    "ppo.missing_eos_penalty": "[-1000, 1000]",
+    "selfplay.iterations": "[1, inf)",
+    "selfplay.seeds_per_iteration": "[1, 4096]",
+    "selfplay.harmful_fraction": "[0, 1]",
+    "selfplay.replay_fraction": "[0, 1)",
+    "selfplay.ucb_c": "[0, 1000]",
+    "selfplay.pool_capacity": "[1, inf)",
+    "selfplay.attack_max_new_tokens": "[1, inf)",
+    "selfplay.response_max_new_tokens": "[1, inf)",
+    "selfplay.eval_every": "[0, inf)",
+    "selfplay.ptx_coef": "[0, 1000]",
+    "selfplay.ptx_batch_size": "[1, 1024]",
+    "eval.per_intent": "[1, 100]",
+    "eval.max_new_tokens": "[1, inf)",
+    "eval.attack_max_new_tokens": "[1, inf)",
+    "eval.attacks_per_seed": "[1, 100]",
+    "eval.attack_temperature": "[0, 100]",
+    "eval.batch_size": "[1, 4096]",
+    "eval.seed": "[0, 4294967295]",
+}
+"""Besides these: n_head must divide n_embd, every max_new_tokens must be below block_size, the
+model must stay under model.MAX_PARAMS parameters, and a few more (`RunConfig.validate`)."""
+
+
+class Limit(NamedTuple):
+    """One LIMITS entry, parsed: "[0, 1)  why" -> Limit(0.0, 1.0, True, False, "[0, 1)", "why")."""
+
+    low: float
+    high: float
+    low_closed: bool
+    high_closed: bool
+    interval: str
+    why: str
+
+    @classmethod
+    def parse(cls, text: str) -> "Limit":
+        end = min(i for i in (text.find("]"), text.find(")")) if i >= 0)
+        low, high = (float(part) for part in text[1:end].split(","))
+        return cls(low, high, text[0] == "[", text[end] == "]", text[:end + 1], text[end + 1:].strip())
+
+    def admits(self, value) -> bool:
+        return ((self.low <= value if self.low_closed else self.low < value)
+                and (value <= self.high if self.high_closed else value < self.high))
+
+    def refusal(self) -> str:
+        """"must be >= 0" for "[0, inf)", "must be in [0, 1)" for "[0, 1)", and why."""
+        low = self.interval[1:].split(",")[0]
+        text = (f"must be {'>=' if self.low_closed else '>'} {low}" if self.high == math.inf
+                else f"must be in {self.interval}")
+        return f"{text} ({self.why})" if self.why else text
+
+
+_LIMITS = {key: Limit.parse(text) for key, text in LIMITS.items()}
 
 
 PRESETS: dict[str, dict[str, object]] = {

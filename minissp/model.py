@@ -36,6 +36,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
+MAX_PARAMS = 10**9
+"""A generous cap on the model's size (a 1e9-parameter model and its Adam state take 16 GB in
+float32; the presets have 0.1M to 5M): a shape beyond it is refused before anything is allocated."""
+
+
 @dataclass
 class GPTConfig:
     """Shape of the network. The defaults are the CPU-sized model."""
@@ -56,11 +61,21 @@ class GPTConfig:
     """Biases in Linear and LayerNorm layers, as GPT-2 has them."""
 
     def __post_init__(self):
-        if self.n_embd % self.n_head != 0:
-            raise ValueError(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.n_embd % self.n_head != 0:
+            raise ValueError(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.n_params() > MAX_PARAMS:
+            raise ValueError(f"this shape has {self.n_params():,} parameters, more than the cap of {MAX_PARAMS:,}")
+
+    def n_params(self) -> int:
+        """Parameters of `GPT(self)`, the tied embedding counted once (equals `GPT.num_params()`)."""
+        C, bias = self.n_embd, int(self.bias)
+        block = 12 * C * C + 2 * C + 11 * C * bias  # attention 4C², MLP 8C², two LayerNorm gains; biases
+        return (self.vocab_size + self.block_size) * C + self.n_layer * block + (1 + bias) * C + C + 1
 
 
 def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:

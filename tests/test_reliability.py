@@ -197,8 +197,8 @@ TRAIN_CASES = {
     "wrong type": (["ppo.lr=fast"], None, "ppo.lr='fast' is not a valid float"),
     "out of range": (["selfplay.replay_fraction=1.5"], None, "selfplay.replay_fraction=1.5 must be in [0, 1)"),
     "negative checkpoint_every": (["checkpoint_every=-1"], None, "checkpoint_every=-1 must be >= 0"),
-    "block_size too small for the data": (["model.block_size=16", "resume=false"], None,
-                                          "-token example but block_size=16"),
+    "block_size too small for the data": (["model.block_size=32", "resume=false"], None,
+                                          "-token example but block_size=32"),
     "truncated checkpoint": ([], lambda tmp, out: truncate(out / "checkpoint.pt"), "truncated or not a checkpoint"),
     "pickled callable": ([], lambda tmp, out: evil(out / "checkpoint.pt"), "refusing to load"),
     "config differs from the checkpoint's": (["ppo.epochs=2"], None, "was written with ppo.epochs=1 but this run "
