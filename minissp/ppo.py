@@ -22,24 +22,24 @@ index t means "the action `input_ids[:, t + 1]`, taken in the state
 Masked slots (prompt, pads) may hold anything, NaN included: inputs go
 through `torch.where(mask, x, 0)` before use (multiplying by 0 keeps NaN).
 
-Simplified: no adaptive KL controller (β is fixed); no reward whitening or
-score clipping; no separate critic network (the value head shares the trunk);
-advantages are whitened once per rollout batch, not per minibatch.
+Simplified:
+1. no adaptive KL controller (β is fixed);
+2. no reward whitening or score clipping;
+3. no separate critic network (the value head shares the trunk);
+4. advantages are whitened once per rollout batch, not per minibatch;
+5. GAE with the learned critic is the only advantage estimator: there is no
+   group-baseline estimator (RLOO, GRPO), since self-play draws one sample per seed.
 
 Our choice, not the paper's (SSP publishes no PPO details):
 - advantages are whitened per role, so attacker and defender rewards never
   share a scale; `whiten_advantages_per_role=False` whitens the batch as one;
-- the loss is a token-level mean over the minibatch, both roles mixed;
-- with `advantage_estimator="rloo"` the method is critic-free: the value loss
-  is still computed against Monte-Carlo returns and logged, but weighted 0;
-- the RLOO sequence reward is the sum of the KL-shaped token rewards (score
-  minus β·KL), as in Ahmadian et al. 2024.
+- the loss is a token-level mean over the minibatch, both roles mixed.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn as nn
@@ -75,19 +75,26 @@ class PPOConfig:
     """Adam ε ([37 details]: 1e-5 instead of PyTorch's 1e-8)."""
     temperature: float = 1.0
     """Sampling temperature; every logprob recomputation divides the logits by it."""
-    missing_eos_penalty: float = -1.0
-    """Score that replaces the judge's for a response that never emitted EOS."""
-    advantage_estimator: str = "gae"
-    """"gae" (critic, default) or "rloo" (leave-one-out baseline over a group of samples)."""
+    missing_eos_penalty: float = -2.5
+    """Score that replaces the judge's for a response that never emitted EOS. Below the judge's
+    lowest score (−2), so that running out of budget is never a way out of a bad answer (our
+    choice; Self-RedTeam's format penalty is −1 on a smaller reward range)."""
     whiten_advantages_per_role: bool = True
     """Whiten advantages separately for attacker and defender tokens."""
 
     def __post_init__(self):
-        if self.advantage_estimator not in ("gae", "rloo"):
-            raise ValueError(f"advantage_estimator must be 'gae' or 'rloo', got {self.advantage_estimator!r}")
-        for name in ("epochs", "minibatch_size", "lr", "temperature", "max_grad_norm"):
-            if getattr(self, name) <= 0:
+        # written as `not (ok)` so that NaN fails too
+        for name in ("epochs", "minibatch_size", "lr", "temperature", "max_grad_norm", "adam_eps", "clip_range_value"):
+            if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("kl_coef", "vf_coef", "ent_coef"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("gamma", "lam"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if not 0 < self.clip_range < 1:
+            raise ValueError(f"clip_range must be in (0, 1), got {self.clip_range}")
 
 
 @dataclass
@@ -103,7 +110,6 @@ class RolloutBatch:
     scores: torch.Tensor          # (B,) judge's score per sequence
     finished: torch.Tensor        # (B,) bool: the response emitted EOS
     role: torch.Tensor            # (B,) long: 0 attacker, 1 defender
-    group: Optional[torch.Tensor] = None  # (B,) long: samples of the same seed (RLOO)
 
     def __post_init__(self):
         B, T = self.input_ids.shape
@@ -154,7 +160,7 @@ def sequence_logprobs_and_values(model, input_ids, attention_mask, temperature=1
 
 @torch.no_grad()
 def make_rollout_batch(model, ref_model, input_ids, attention_mask, action_mask, scores,
-                       finished, role, cfg: PPOConfig, group=None) -> RolloutBatch:
+                       finished, role, cfg: PPOConfig) -> RolloutBatch:
     """Score sampled sequences with the rollout policy/critic and the reference.
 
     Runs in chunks of `cfg.minibatch_size` rows so memory stays bounded.
@@ -165,7 +171,7 @@ def make_rollout_batch(model, ref_model, input_ids, attention_mask, action_mask,
         rlp, _ = sequence_logprobs_and_values(ref_model, input_ids[rows], attention_mask[rows], cfg.temperature)
         old_lp.append(lp), old_v.append(v), ref_lp.append(rlp)
     return RolloutBatch(input_ids, attention_mask, action_mask, torch.cat(old_lp), torch.cat(ref_lp),
-                        torch.cat(old_v), scores.float(), finished, role, group)
+                        torch.cat(old_v), scores.float(), finished, role)
 
 
 # -------------------- rewards and advantages -------------------------------
@@ -237,22 +243,6 @@ def gae(rewards, values, action_mask, gamma, lam):
     return advantages, advantages + values  # [N details] returns = advantages + values
 
 
-def rloo_advantages(rewards, action_mask, group):
-    """REINFORCE leave-one-out (Ahmadian et al. 2024, arXiv 2402.14740).
-
-    A_i = R_i − mean of R_j over the other samples j of i's group, where
-    R_i is the sum of row i's token rewards; A_i is put on every action token.
-    """
-    mask = action_mask.bool()
-    seq_rewards = torch.where(mask, rewards, 0.0).sum(dim=1)  # (B,)
-    _, inverse = torch.unique(group, return_inverse=True)  # (B,) group slot per sample
-    sums, counts = torch.bincount(inverse, weights=seq_rewards), torch.bincount(inverse)  # per group
-    if (counts < 2).any():
-        raise ValueError("RLOO needs at least two samples in every group")
-    baseline = (sums[inverse] - seq_rewards) / (counts[inverse] - 1)  # (B,)
-    return torch.where(mask, (seq_rewards - baseline)[:, None], 0.0)  # (B, L)
-
-
 # -------------------- losses and metrics, per token (callers take masked means) 
 
 def clipped_surrogate(logprobs, old_logprobs, advantages, clip_range):
@@ -294,16 +284,20 @@ def _check_finite(where: str, **tensors):
             raise FloatingPointError(f"non-finite {name} in {where}")
 
 
-def ppo_update(model, optimizer, batch: RolloutBatch, cfg: PPOConfig, generator=None) -> dict:
+def ppo_update(model, optimizer, batch: RolloutBatch, cfg: PPOConfig, generator=None,
+               ptx_loss: Optional[Callable[[], torch.Tensor]] = None, ptx_coef: float = 0.0) -> dict:
     """Several epochs of clipped-PPO minibatch steps on one rollout batch.
+
+    `ptx_loss`, when given, returns a supervised loss on a fresh batch of supervised data;
+    every minibatch adds `ptx_coef` times it to its loss before the one backward pass and
+    the one gradient clip (PPO-ptx, InstructGPT's eq. 2), so the coefficient weighs it
+    against the PPO terms.
 
     Returns float metrics, overall and per role ("attacker/clipfrac", ...).
     Raises FloatingPointError at the first non-finite input, loss or gradient.
     """
     if any(isinstance(m, nn.Dropout) and m.p > 0 for m in model.modules()):
         raise ValueError("PPO needs dropout off: logprobs must be the rollout's ([N details])")
-    if cfg.advantage_estimator == "rloo" and batch.group is None:
-        raise ValueError("advantage_estimator='rloo' needs RolloutBatch.group")
     mask = batch.action_mask  # (B, L)
     old_logprobs = torch.where(mask, batch.old_logprobs, 0.0)  # NaN in masked slots stops here
     ref_logprobs = torch.where(mask, batch.ref_logprobs, 0.0)
@@ -314,13 +308,7 @@ def ppo_update(model, optimizer, batch: RolloutBatch, cfg: PPOConfig, generator=
     with torch.no_grad():
         rewards = kl_shaped_rewards(batch.scores, batch.finished, old_logprobs, ref_logprobs, mask,
                                     cfg.kl_coef, cfg.missing_eos_penalty)  # (B, L)
-        if cfg.advantage_estimator == "gae":
-            advantages, returns = gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
-            vf_weight = cfg.vf_coef
-        else:
-            advantages = rloo_advantages(rewards, mask, batch.group)
-            returns = gae(rewards, old_values, mask, cfg.gamma, 1.0)[1]  # Monte-Carlo returns, logged only
-            vf_weight = 0.0
+        advantages, returns = gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
         # [N details] advantage whitening; per role is our choice (the roles share a batch, not a scale)
         if cfg.whiten_advantages_per_role:
             advantages = whiten_per_role(advantages, mask, batch.role)
@@ -328,6 +316,7 @@ def ppo_update(model, optimizer, batch: RolloutBatch, cfg: PPOConfig, generator=
             advantages = masked_whiten(advantages, mask)
 
     sums, counts = {}, {}  # {(prefix, metric): token sum}, {prefix: token count}; prefix "" or "<role>/"
+    ptx_losses = []
     metrics, grad_norms = {}, []
     for epoch in range(cfg.epochs):
         # [37 details] each epoch is a shuffled pass over every sample exactly once
@@ -343,7 +332,12 @@ def ppo_update(model, optimizer, batch: RolloutBatch, cfg: PPOConfig, generator=
             ent_tok = entropy_of(logits)
             pg_loss, vf_loss, entropy = masked_mean(pg_tok, m), masked_mean(vf_tok, m), masked_mean(ent_tok, m)
             _check_finite(where, **{"policy loss": pg_loss, "value loss": vf_loss, "entropy": entropy})
-            loss = pg_loss + vf_weight * vf_loss - cfg.ent_coef * entropy
+            loss = pg_loss + cfg.vf_coef * vf_loss - cfg.ent_coef * entropy
+            if ptx_loss is not None:  # [InstructGPT eq. 2] one objective: RL terms + γ · supervised term
+                ptx = ptx_loss()
+                _check_finite(where, **{"PPO-ptx loss": ptx})
+                loss = loss + ptx_coef * ptx
+                ptx_losses.append(ptx.detach())
 
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -367,6 +361,8 @@ def ppo_update(model, optimizer, batch: RolloutBatch, cfg: PPOConfig, generator=
     metrics.update({prefix + key: (total / counts[prefix]).item()
                     for (prefix, key), total in sums.items() if counts[prefix] > 0})
     metrics["grad_norm"] = torch.stack(grad_norms).mean().item()
+    if ptx_losses:
+        metrics["ptx/loss"] = torch.stack(ptx_losses).mean().item()
     # rollout statistics, overall and per role
     kl_seq = torch.where(mask, old_logprobs - ref_logprobs, 0.0).sum(1)  # (B,)
     scores = torch.where(batch.finished, batch.scores, cfg.missing_eos_penalty)

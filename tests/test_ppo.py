@@ -10,7 +10,7 @@ import torch
 from minissp.model import GPT, GPTConfig
 from minissp.ppo import (
     PPOConfig, RolloutBatch, clipped_surrogate, clipped_value_loss, gae, kl_shaped_rewards,
-    make_optimizer, make_rollout_batch, masked_mean, masked_whiten, ppo_update, rloo_advantages,
+    make_optimizer, make_rollout_batch, masked_mean, masked_whiten, ppo_update,
     sequence_logprobs_and_values, whiten_per_role,
 )
 
@@ -53,7 +53,7 @@ def rollout(model, cfg, seed=0, B=12):
     ids, attn, action, finished = ragged_batch(B=B, seed=seed)
     g = torch.Generator().manual_seed(seed + 1)
     return make_rollout_batch(model, copy.deepcopy(model), ids, attn, action, torch.randn(B, generator=g),
-                              finished, torch.arange(B) % 2, cfg, group=torch.arange(B) // 3)
+                              finished, torch.arange(B) % 2, cfg)
 
 
 # ---------------------------------------------------------------------------- GAE
@@ -195,18 +195,6 @@ def test_advantages_are_whitened_per_role():
     assert masked_whiten(loud, mask)[mask & (role == 1)[:, None]].std() < 0.1
 
 
-def test_rloo_leave_one_out_baseline_on_a_hand_example():
-    mask = torch.tensor([[True, True, False]] * 5)
-    rewards = torch.zeros(5, 3)
-    rewards[:, 1] = torch.tensor([1.0, 0.0, 0.5, 2.0, 4.0])  # sequence rewards
-    group = torch.tensor([7, 7, 7, 3, 3])
-    adv = rloo_advantages(rewards, mask, group)
-    expected = torch.tensor([1 - 0.25, 0 - 0.75, 0.5 - 0.5, 2 - 4.0, 4 - 2.0])
-    torch.testing.assert_close(adv, torch.stack([expected, expected, torch.zeros(5)], 1))
-    with pytest.raises(ValueError, match="two samples"):
-        rloo_advantages(rewards, mask, torch.tensor([0, 0, 1, 1, 2]))
-
-
 # ---------------------------------------------------------------------------- the update
 
 def test_first_minibatch_ratio_is_exactly_one():
@@ -252,16 +240,6 @@ def test_each_epoch_is_a_shuffled_pass_over_every_sample_once():
     for seen in epochs:
         assert sorted(seen) == list(range(2, 12))
     assert epochs[0] != epochs[1] or epochs[1] != epochs[2]
-
-
-def test_rloo_update_runs_and_needs_groups():
-    cfg = PPOConfig(advantage_estimator="rloo", epochs=1)
-    model = tiny_gpt()
-    batch = rollout(model, cfg)
-    assert math.isfinite(ppo_update(model, make_optimizer(model, cfg), batch, cfg)["policy_loss"])
-    batch.group = None
-    with pytest.raises(ValueError, match="group"):
-        ppo_update(model, make_optimizer(model, cfg), batch, cfg)
 
 
 def test_nan_guard_names_where_it_happened():
