@@ -1,11 +1,15 @@
 """The chat format: how one role's turn becomes tokens, and tokens become text again.
 
-DESIGN.md §4. One model, two roles, told apart by the first token:
+One model, two roles, told apart by the first token:
 
     <|attacker|> {seed request} <|sep|> {attack prompt} <|eos|>
     <|defender|> {prompt} <|sep|> {response} <|eos|>
 
 Only the tokens after `<|sep|>` are the role's actions; the rest is context.
+A third first token, `<|text|>`, marks the pre-training documents of the
+supervised stage (`world.corpora`): the same layout, but not a turn of
+either role, so the model can know an answer without being a defender that
+gives it.
 Every stage (supervised training, self-play, evaluation) goes through these
 three functions, so the format is written down once.
 """
@@ -13,9 +17,9 @@ three functions, so the format is written down once.
 from __future__ import annotations
 
 from .sampling import generate
-from .tokenizer import ATTACKER, DEFENDER, EOS, SEP, Tokenizer
+from .tokenizer import ATTACKER, DEFENDER, EOS, SEP, TEXT, Tokenizer
 
-ROLE_TOKENS = {"attacker": ATTACKER, "defender": DEFENDER}
+ROLE_TOKENS = {"attacker": ATTACKER, "defender": DEFENDER, "text": TEXT}
 
 
 def prompt_text(role: str, text: str) -> str:

@@ -1,7 +1,12 @@
 """Evaluation: how safe, how helpful, and how good an attacker a checkpoint is.
 
-Everything is measured on **held-out intents** (never seen in safety tuning,
-attacker demonstrations or self-play), with greedy answers from the defender:
+Everything is measured on **held-out intents**, with greedy answers from the
+defender. Held out means: the intent carries no safety signal in any training
+stage (no safety-tuning example, attacker demonstration, self-play seed or
+static adversarial example; only the stage-1 documents hold it, as a
+pre-training corpus would), and every evaluation prompt uses a request
+phrasing and a family template reserved for the evaluation, so none appears
+verbatim in any training data (`world.corpora`; tests check both).
 
 - `helpfulness`        plain benign requests answered with their content;
 - `refusal_harmful`    plain harmful requests refused;
@@ -30,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sys
 from collections import Counter
@@ -105,7 +111,7 @@ def evaluate_attacker(attacker, tokenizer, world: World, judge: Judge, cfg: Eval
     defender = attacker if defender is None else defender
     rng = random.Random(cfg.seed)
     seeds = [i for i in world.select(HELDOUT) for _ in range(cfg.attacks_per_seed)]
-    seed_texts = [phrase(intent, rng) for intent in seeds]
+    seed_texts = [phrase(intent, rng, evaluation=True) for intent in seeds]
     generator = torch.Generator(device=next(attacker.parameters()).device).manual_seed(cfg.seed)
     frames = reply(attacker, tokenizer, "attacker", seed_texts, cfg.attack_max_new_tokens,
                    temperature=cfg.attack_temperature, batch_size=cfg.batch_size, generator=generator)
@@ -218,18 +224,30 @@ def main(argv=None) -> int:
     parser.add_argument("--out", help="where to write the JSON results (default: print only)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--world-seed", type=int, default=None, help="default: the checkpoint's")
+    # a usage error is one line too, and exit status 2 (argparse's own)
+    parser.error = lambda message: parser.exit(2, f"error: {message} (see --help)\n")
     args = parser.parse_args(argv)
     try:
+        if args.out:  # an unwritable --out fails now, not after the evaluation
+            where = os.path.dirname(os.path.abspath(args.out))
+            problem = "is a directory" if os.path.isdir(args.out) else checkpoint.directory_problem(where)
+            if problem:
+                raise ValueError(f"--out {args.out} {problem}" if problem == "is a directory"
+                                 else f"--out {args.out}: its directory {where} {problem}")
         device = pick_device(args.device)
         model, tokenizer, meta = checkpoint.load_model(args.ckpt, device)
-        world = World(args.world_seed if args.world_seed is not None else int(meta.get("world_seed", 0)))
+        try:
+            world_seed = args.world_seed if args.world_seed is not None else int(meta.get("world_seed", 0))
+        except (TypeError, ValueError):
+            raise checkpoint.CheckpointError(f"{args.ckpt}: its world_seed is not an integer") from None
+        world = World(world_seed)
         if args.prompts:
             read_prompt_file(args.prompts, world)  # a malformed file fails now, not after the evaluation
         results = evaluate(model, tokenizer, world)
         if args.prompts:
             results.update(evaluate_prompt_file(model, tokenizer, world, args.prompts))
     except (checkpoint.CheckpointError, ValueError, RuntimeError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print("error: " + " ".join(str(e).split()), file=sys.stderr)
         return 2
     print(format_table({args.ckpt: results}))
     if args.prompts:

@@ -36,11 +36,27 @@ data and the objective differ between the methods.
 
 **Caching and determinism**: each (method, seed) cell is one job, run in its
 own worker process (spawn, `--threads` torch threads each) and cached as
-`out/jobs/<method>-seed<s>/result.json` with a fingerprint of its config; a
-rerun skips cells whose fingerprint matches, so an interrupted grid resumes
-where it stopped. Every job seeds every RNG from its seed, so the same seeds
+`out/jobs/<method>-seed<s>/result.json` with a fingerprint (`cell_fingerprint`)
+of its config, method and adaptive budget *and of the source of every module
+that runs in a cell* (`CELL_SOURCES`: every `minissp/*.py` and
+`minissp/world/*.py` but `plots.py`), so that an edit to the judge, PPO, the
+replay pool, self-play, the world or this file reruns every cell instead of
+rebuilding the table from stale ones. Paths and `threads` are not part of it.
+A rerun skips cells whose fingerprint matches, so an interrupted grid resumes
+where it stopped. (An edit to minissp/ while the grid runs is flagged: a warning,
+and `sources_changed_during_run` in results.json; the next run reruns every
+cell.) Every job seeds every RNG from its seed, so the same seeds
 give the same numbers on the same machine, whatever the worker count or the
 order in which jobs finish.
+
+**What is committed**: the job cache `out/jobs/` (every cell's full histories,
+logs and metrics, megabytes) is scratch, never committed: the repository's
+.gitignore ignores `results/jobs/`, and the grid writes a `.gitignore` of `*`
+into `out/jobs/` so that git ignores it wherever `--out` points. What the grid
+writes next to it is compact and meant for git: `table.md`, `results.json`
+(config, hardware, per-seed numbers and their summary; no histories),
+`examples.json` (a few prompts and answers of the last method's first seed,
+for notebook 05) and the plots (drawn from the job cache at report time).
 
 Our choice, not the paper's: the methods' details above; defender-only RL and
 the adaptive attacker use no replay; the "attack diversity" of a run is that
@@ -75,7 +91,9 @@ from .device import pick_device
 from .diversity import distinct_n, self_bleu
 from .evaluate import EvalConfig, evaluate_attacker, evaluate_defender
 from .judge import Judge
-from .pipeline import frozen_copy, held_out_tracker, make_game, ptx_data, seed_everything, supervised_model
+from .checkpoint import CheckpointError
+from .pipeline import (RunStopped, frozen_copy, held_out_tracker, make_game, ptx_data, seed_everything,
+                       supervised_model)
 from .ppo import make_optimizer
 from .selfplay import run_selfplay
 from .sft import encode_example, length_grouped_batches, supervised_step
@@ -146,16 +164,19 @@ def train_static(cfg: RunConfig, model, tokenizer, world: World, metrics_path: s
     every, history = cfg.selfplay.eval_every, []
     for iteration in tqdm(range(cfg.selfplay.iterations), desc="static", dynamic_ncols=True):
         batch = [rng.choice(harmful) for _ in range(n_harmful)] + [rng.choice(benign) for _ in range(n - n_harmful)]
-        losses = []
+        losses, ptx_losses = [], []
         for _ in range(cfg.ppo.epochs):
             rng.shuffle(batch)
             for start in range(0, n, cfg.ppo.minibatch_size):
                 mb = batch[start:start + cfg.ppo.minibatch_size]
-                losses.append(supervised_step(model, optimizer, mb, tokenizer.pad_id, cfg.ppo.max_grad_norm))
+                # the PPO-ptx term joins every step's loss, as it joins every PPO minibatch's
+                loss, ptx_loss = supervised_step(model, optimizer, mb, tokenizer.pad_id, cfg.ppo.max_grad_norm,
+                                                 next(ptx_batches) if ptx_batches else None, cfg.selfplay.ptx_coef)
+                losses.append(loss)
+                ptx_losses.append(ptx_loss)
         metrics = {"iteration": iteration, "static/loss": float(np.mean(losses))}
         if ptx_batches is not None:
-            metrics["ptx/loss"] = supervised_step(model, optimizer, next(ptx_batches), tokenizer.pad_id,
-                                                  cfg.ppo.max_grad_norm, cfg.selfplay.ptx_coef, "PPO-ptx loss")
+            metrics["ptx/loss"] = float(np.mean(ptx_losses))
         if every and ((iteration + 1) % every == 0 or iteration + 1 == cfg.selfplay.iterations):
             metrics.update({f"eval/{k}": v for k, v in evaluate_fn(iteration + 1).items()})
         history.append(metrics)
@@ -262,21 +283,83 @@ def run_cell(spec: dict) -> dict:
 
 # -------------------- the grid --------------------------------------------
 
-def cell_fingerprint(cfg: RunConfig, method: str, adaptive_iterations: int) -> str:
-    """A hash of everything that shapes a cell's numbers (not where its files go)."""
-    shaping = {k: v for k, v in to_dict(cfg).items() if k not in ("out_dir", "sft_cache_dir")}
-    text = json.dumps({"config": shaping, "method": method, "adaptive": adaptive_iterations}, sort_keys=True)
+_PACKAGE = os.path.dirname(os.path.abspath(__file__))
+REPORT_ONLY = ("plots.py",)
+"""Modules of the package that never run inside a cell (the figures are drawn at report time)."""
+
+
+def package_sources(exclude: tuple[str, ...] = REPORT_ONLY) -> list[str]:
+    """Every .py file of minissp/ and minissp/world/ but `exclude`, sorted by path."""
+    paths = [os.path.join(folder, name) for folder in (_PACKAGE, os.path.join(_PACKAGE, "world"))
+             for name in os.listdir(folder) if name.endswith(".py") and not name.startswith(".")]
+    return sorted(p for p in paths if os.path.relpath(p, _PACKAGE) not in exclude)
+
+
+CELL_SOURCES = package_sources()
+"""The modules whose source shapes a cell's numbers, hashed by `cell_fingerprint`: the judge, PPO,
+replay, self-play, sampling, the model, chat format, tokenizer, supervised stage, pipeline,
+evaluation, diversity, config, checkpoints, this file and the world; every module but plots.py,
+so that a new module is covered without anyone remembering to list it."""
+
+NOT_SHAPING = ("out_dir", "sft_cache_dir", "threads", "checkpoint_every", "resume")
+"""Config keys left out of a cell's fingerprint: where files go, torch's thread count (the cache
+treats a cell run on 1 or 4 threads as the same cell) and train.py's checkpointing, which cells
+do not use (the same keys as pipeline.RESUMABLE_KEYS)."""
+
+JOBS = "jobs"
+"""The job cache's folder under the grid's `--out` folder (git-ignored, see the module docstring)."""
+
+
+def source_digest(paths: list[str]) -> str:
+    """A sha256 of the files' bytes, in the order given (each prefixed by its length, so that
+    moving text from one file to the next changes it too), as config.sft_fingerprint hashes
+    the supervised stage's sources."""
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as f:
+            data = f.read()
+        digest.update(f"{len(data)}:".encode())
+        digest.update(data)
+    return digest.hexdigest()
+
+
+def cell_fingerprint(cfg: RunConfig, method: str, adaptive_iterations: int, sources: str | None = None) -> str:
+    """A hash of everything that shapes a cell's numbers: the config but NOT_SHAPING, the method,
+    the adaptive budget and the source of CELL_SOURCES (`sources`: their `source_digest`, when
+    the caller already has it)."""
+    shaping = {k: v for k, v in to_dict(cfg).items() if k not in NOT_SHAPING}
+    sources = source_digest(CELL_SOURCES) if sources is None else sources
+    text = json.dumps({"config": shaping, "method": method, "adaptive": adaptive_iterations, "sources": sources},
+                      sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def cached(spec: dict) -> dict | None:
-    """The cell's earlier result, if it was run with the same fingerprint."""
+    """The cell's earlier result, if it was run with the same fingerprint (same config and code)."""
     path = os.path.join(from_json(spec["config"]).out_dir, "result.json")
     if not os.path.exists(path):
         return None
     with open(path) as f:
         result = json.load(f)
     return result if result.get("fingerprint") == spec["fingerprint"] else None
+
+
+def jobs_dir(out: str) -> str:
+    """`out/jobs/`, created with a `.gitignore` of `*` in it, so that git never picks the cache up."""
+    path = os.path.join(out, JOBS)
+    os.makedirs(path, exist_ok=True)
+    ignore = os.path.join(path, ".gitignore")
+    if not os.path.exists(ignore):
+        checkpoint.atomic_write_text(ignore, "# the job cache of minissp/experiments.py: never committed\n*\n")
+    return path
+
+
+def cell_spec(cfg: RunConfig, method: str, adaptive_iterations: int, out: str, sources: str) -> dict:
+    """The job of one (method, seed) cell; `sources` is the source_digest of CELL_SOURCES."""
+    cell = copy.deepcopy(cfg)
+    cell.out_dir = os.path.join(out, JOBS, f"{method}-seed{cfg.seed}")
+    return {"config": to_json(cell), "method": method, "adaptive_iterations": adaptive_iterations,
+            "fingerprint": cell_fingerprint(cell, method, adaptive_iterations, sources)}
 
 
 def execute(supervised: dict[int, dict | None], cells: dict[int, list[dict]], workers: int) -> None:
@@ -347,18 +430,18 @@ def format_table(summary: dict[str, dict[str, dict]]) -> str:
     return "\n".join("| " + " | ".join(row) + " |" for row in rows)
 
 
-def plan(configs: dict[int, RunConfig], methods: list[str], adaptive_iterations: int, out: str, workers: int):
+def plan(configs: dict[int, RunConfig], methods: list[str], adaptive_iterations: int, out: str, workers: int,
+         sources: str | None = None):
     """The jobs still to run: per seed, the uncached cells and the job that makes the seed's supervised
     checkpoint (None when it is cached). Supervised jobs share the cores between them (at least one thread
-    each); the cache key ignores threads, like train.py's."""
+    each); the cache key ignores threads, like train.py's. `sources`: the source_digest of CELL_SOURCES
+    (default: read now)."""
     supervised, cells = {}, {}
+    sources = source_digest(CELL_SOURCES) if sources is None else sources
     for seed, cfg in configs.items():
         cells[seed] = []
         for method in sorted(methods, key=lambda m: (m not in SELF_PLAY, m == "sft")):  # the longest first
-            cell = copy.deepcopy(cfg)
-            cell.out_dir = os.path.join(out, "jobs", f"{method}-seed{seed}")
-            spec = {"config": to_json(cell), "method": method, "adaptive_iterations": adaptive_iterations,
-                    "fingerprint": cell_fingerprint(cell, method, adaptive_iterations)}
+            spec = cell_spec(cfg, method, adaptive_iterations, out, sources)
             if cached(spec) is None:
                 cells[seed].append(spec)
         if cells[seed]:
@@ -367,13 +450,39 @@ def plan(configs: dict[int, RunConfig], methods: list[str], adaptive_iterations:
     to_train = [sft for sft in supervised.values() if sft is not None]
     for sft in to_train:
         sft.threads = max(sft.threads, workers * sft.threads // len(to_train))
-        sft.out_dir = os.path.join(out, "jobs", f"supervised-seed{sft.seed}")
+        sft.out_dir = os.path.join(out, JOBS, f"supervised-seed{sft.seed}")
     return {seed: None if sft is None else {"config": to_json(sft)} for seed, sft in supervised.items()}, cells
 
 
+EXAMPLES_PER_SUITE = 8
+"""examples.json keeps the first this many defender examples of each evaluation suite."""
+ATTACK_EXAMPLES = 5
+"""... and the first this many attacks of the attacker the defender trained against."""
+
+
+def examples(cell: dict) -> dict:
+    """A compact record of one cell's examples (what notebook 05 shows): the final defender's answers to
+    the first EXAMPLES_PER_SUITE held-out prompts of each suite, in their order, and the first
+    ATTACK_EXAMPLES attacks of its attacker with the defender's answers."""
+    kept, count = [], {}
+    for e in cell["defender"].get("examples", []):
+        count[e["suite"]] = count.get(e["suite"], 0) + 1
+        if count[e["suite"]] <= EXAMPLES_PER_SUITE:
+            kept.append(e)
+    return {"method": cell["method"], "title": METHODS[cell["method"]][0], "seed": cell["seed"],
+            "fingerprint": cell["fingerprint"], "defender": kept,
+            "attacks": cell["attacker"].get("attack_examples", [])[:ATTACK_EXAMPLES]}
+
+
 def write_report(results: dict[str, list[dict]], configs: dict[int, RunConfig], adaptive_iterations: int,
-                 out: str, workers: int, threads: int, start: float, fresh: int, command: str) -> dict:
-    """table.md, results.json and the plots, from every cell's result."""
+                 out: str, workers: int, threads: int, start: float, fresh: int, command: str,
+                 sources: str | None = None, sources_changed: bool = False) -> dict:
+    """table.md, results.json, examples.json and the plots, from every cell's result.
+
+    results.json holds numbers only (per seed and summarised), no histories: the plots are drawn
+    here from the cells' histories in the job cache, and only they and this compact report are
+    committed. `sources`: the source_digest the cells were run with (default: read now);
+    `sources_changed`: minissp/ was edited while the grid ran (flagged in results.json)."""
     seeds, methods = list(configs), list(results)
     summary = summarize(results)
     table = format_table(summary)
@@ -383,6 +492,9 @@ def write_report(results: dict[str, list[dict]], configs: dict[int, RunConfig], 
         "wall_time_s": time.time() - start, "jobs_run": fresh, "jobs_cached": len(seeds) * len(methods) - fresh,
         "job_time_s": sum(c["numbers"]["time_s"] for cells in results.values() for c in cells),
         "config": {k: v for k, v in to_dict(configs[seeds[0]]).items() if k not in ("seed", "out_dir")},
+        "sources": source_digest(CELL_SOURCES) if sources is None else sources,
+        "sources_changed_during_run": sources_changed,
+        "fingerprints": {m: {str(c["seed"]): c["fingerprint"] for c in cells} for m, cells in results.items()},
         "summary": summary,
         "per_seed": {m: {str(c["seed"]): c["numbers"] for c in cells} for m, cells in results.items()},
         "table": table,
@@ -397,6 +509,8 @@ def write_report(results: dict[str, list[dict]], configs: dict[int, RunConfig], 
     os.makedirs(out, exist_ok=True)
     checkpoint.atomic_write_text(os.path.join(out, "table.md"), table + "\n\n" + note)
     checkpoint.atomic_write_text(os.path.join(out, "results.json"), json.dumps(report, indent=1))
+    checkpoint.atomic_write_text(os.path.join(out, "examples.json"),
+                                 json.dumps(examples(results[methods[-1]][0]), indent=1))
     report["plots"] = plots.make_all(results, {m: METHODS[m][0] for m in methods}, out,
                                      replay=[m for m in methods if METHODS[m][1] in ("ucb", "uniform")],
                                      self_play=[m for m in methods if m in SELF_PLAY])
@@ -405,7 +519,8 @@ def write_report(results: dict[str, list[dict]], configs: dict[int, RunConfig], 
 
 def run_grid(overrides: list[str], seeds: list[int], methods: list[str], adaptive_iterations: int,
              out: str, workers: int = 2, threads: int = 1, base: dict | None = None, command: str = "") -> dict:
-    """Run (or resume) the grid and write out/table.md, out/results.json and the plots."""
+    """Run (or resume) the grid and write out/table.md, out/results.json, out/examples.json and the
+    plots; the cells are cached under out/jobs/ (git-ignored)."""
     start = time.time()
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
@@ -416,15 +531,25 @@ def run_grid(overrides: list[str], seeds: list[int], methods: list[str], adaptiv
     for seed in seeds:
         configs[seed] = build_config([f"{k}={v}" for k, v in base.items()] + list(overrides) + [f"seed={seed}"])
         configs[seed].threads = threads
-    supervised, cells = plan(configs, methods, adaptive_iterations, out, workers)
+    jobs_dir(out)
+    sources = source_digest(CELL_SOURCES)  # the code as it is now, which the jobs import and run
+    supervised, cells = plan(configs, methods, adaptive_iterations, out, workers, sources)
     fresh = sum(map(len, cells.values()))
     execute(supervised, cells, workers)
     results = {m: [] for m in methods}
     for method in methods:
         for seed in seeds:
-            with open(os.path.join(out, "jobs", f"{method}-seed{seed}", "result.json")) as f:
-                results[method].append(json.load(f))
-    return write_report(results, configs, adaptive_iterations, out, workers, threads, start, fresh, command)
+            result = cached(cell_spec(configs[seed], method, adaptive_iterations, out, sources))
+            if result is None:
+                raise RuntimeError(f"{method}, seed {seed}: the grid ran but left no matching result in "
+                                   f"{os.path.join(out, JOBS)}")
+            results[method].append(result)
+    changed = source_digest(CELL_SOURCES) != sources
+    if changed:  # a worker started after the edit may have run the new code under the old fingerprint
+        print("warning: minissp/ was edited while the grid ran; the table is labelled with the code at its start "
+              "(results.json: sources_changed_during_run), and the next run reruns every cell", file=sys.stderr)
+    return write_report(results, configs, adaptive_iterations, out, workers, threads, start, fresh, command,
+                        sources, changed)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -436,7 +561,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--adaptive-iterations", type=int, help=f"default: {GRID_ADAPTIVE_ITERATIONS} "
                                                                 f"(--quick: {QUICK_ADAPTIVE_ITERATIONS})")
     parser.add_argument("--quick", action="store_true", help="a reduced grid for a first look")
-    parser.add_argument("--out", default="results", help="where the table, plots and cached jobs go")
+    parser.add_argument("--out", default="results", help="where the table, results.json, examples.json and plots go; "
+                                                         "the job cache goes to OUT/jobs/ (git-ignored)")
     parser.add_argument("--workers", type=int, default=2, help="parallel job processes (1 = in this process)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per worker")
     args = parser.parse_args(argv)
@@ -447,8 +573,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         report = run_grid(args.overrides, seeds, methods, adaptive, args.out, args.workers, args.threads,
                           base=QUICK if args.quick else GRID, command=command.strip())
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (ConfigError, CheckpointError, RunStopped, OSError) as e:
+        print("error: " + " ".join(str(e).splitlines()), file=sys.stderr)
         return 2
     print(report["table"])
     print(f"wall time {report['wall_time_s'] / 60:.1f} min; table, results.json and plots in {args.out}/")

@@ -38,8 +38,8 @@ from .evaluate import EvalConfig, evaluate, evaluate_defender, format_table
 from .judge import Judge
 from .ppo import make_optimizer
 from .selfplay import SelfPlay, run_selfplay
-from .sft import encode_example, run_sft, safety_examples, sample_share
-from .world import HARMFUL, World
+from .sft import encode_example, replay_documents, run_sft, safety_examples
+from .world import World
 from .world.corpora import capability_corpus
 
 TRACKED = ("helpfulness", "refusal_harmful", "over_refusal_borderline", "over_refusal_adversarial_benign",
@@ -95,22 +95,20 @@ def held_out_tracker(tokenizer, world: World, model, cfg: EvalConfig):
 
 
 def ptx_data(cfg: RunConfig, world: World, tokenizer):
-    """The defender's supervised data for PPO-ptx, tokenized (InstructGPT's "ptx" term).
+    """The supervised data of PPO-ptx, tokenized (InstructGPT's "ptx" term, Ouyang et al. 2022).
 
-    Stage 2's safety corpus, plus compliant answers from the capability text in
-    the share stage 2 replays them (`sft.capability_replay`). Our choice, not
-    the paper's: the replayed answers are those of benign and borderline
-    intents only, so that ptx keeps the model helpful (held-out everyday
-    topics included, which the capability text covers) without also pulling it
-    back towards answering wrapped harmful requests, which the capability text
-    teaches and stage 2 replays.
+    Stage 2's safety corpus and stage-1 documents replayed by the same rule
+    and in the same share as stage 2 (`sft.replay_documents`: uniform, blind
+    to split and label), the loss on the responses as in stage 2. Our choice,
+    not the paper's (InstructGPT replays pre-training data only): the safety
+    corpus is part of it, so the term keeps the supervised defender's
+    behaviour as well as its knowledge.
     """
     rng = random.Random(cfg.seed)
     safety = safety_examples(world, cfg.sft, rng)
-    answers = [e for e in capability_corpus(world.intents, rng, cfg.sft.capability_variants)
-               if world.by_id[e.intent_id].label != HARMFUL]
-    answers = sample_share(answers, cfg.sft.capability_replay, len(safety), rng)
-    return [encode_example(tokenizer, e, loss_on="response") for e in safety + answers]
+    documents = replay_documents(capability_corpus(world.intents, rng, cfg.sft.capability_variants),
+                                 cfg.sft.capability_replay, len(safety), rng)
+    return [encode_example(tokenizer, e, loss_on="response") for e in safety + documents]
 
 
 def make_game(cfg: RunConfig, model, tokenizer, world: World, frozen_attacker=None, frozen_defender=None) -> SelfPlay:
@@ -185,7 +183,7 @@ def resume_point(cfg: RunConfig, device) -> dict | None:
     state = checkpoint.load(path, device)
     try:
         saved = _flat(json.loads(state["config"]))
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, AttributeError):
         raise CheckpointError(f"{path} is not a self-play run checkpoint (it holds no config)") from None
     now = _flat(json.loads(to_json(cfg)))
     for key in list(now) + [k for k in saved if k not in now]:

@@ -45,7 +45,7 @@ from .judge import Judge
 from .ppo import PPOConfig, make_rollout_batch, ppo_update
 from .replay import ExperiencePool, make_sampler, replay_count
 from .sampling import Generation, generate
-from .sft import Encoded, supervised_step
+from .sft import Encoded, lm_loss
 from .world import BENIGN, BORDERLINE, HARMFUL, TRAIN, World
 from .world.corpora import expand_attack
 from .world.intents import Intent, phrase
@@ -78,11 +78,12 @@ class SelfPlayConfig:
     """Length budget of a defender answer."""
     eval_every: int = 25
     """Iterations between held-out evaluations logged with the metrics (0 = never)."""
-    ptx_coef: float = 3.0
-    """Weight of the supervised loss on the defender's stage-2 data after each PPO update (PPO-ptx,
-    `pipeline.ptx_data`; 0 = off). Without it the defender drifts towards refusing benign requests."""
-    ptx_batch_size: int = 32
-    """Safety-tuning examples per PPO-ptx step."""
+    ptx_coef: float = 1.0
+    """γ of PPO-ptx (InstructGPT's eq. 2): every PPO minibatch's loss adds γ times the
+    cross-entropy of a batch of supervised data (`pipeline.ptx_data`); 0 = off. One loss,
+    one gradient clip, so γ weighs the two terms against each other."""
+    ptx_batch_size: int = 8
+    """Supervised examples in the PPO-ptx term of each PPO minibatch."""
 
 
 def draw_seeds(world: World, n: int, harmful_fraction: float, rng: random.Random) -> list[Intent]:
@@ -213,8 +214,6 @@ class SelfPlay:
         # 7. one PPO update on every trained role's sequences
         t2 = time.perf_counter()
         update_metrics = self._update(attack_gen, defense_gen, attacker_rewards, defender_rewards)
-        if self.ptx_batches is not None and cfg.ptx_coef > 0:
-            update_metrics["ptx/loss"] = self._ptx_step()
         timings["time/ppo"] = time.perf_counter() - t2
 
         metrics = {"iteration": self.iteration, **update_metrics, **timings,
@@ -237,18 +236,15 @@ class SelfPlay:
         batch = make_rollout_batch(self.model, self.ref_model, ids, mask, actions,
                                    torch.tensor(scores, device=device), torch.cat(finished),
                                    torch.tensor(roles, device=device), self.ppo_cfg)
+        ptx = None
+        if self.ptx_batches is not None and self.cfg.ptx_coef > 0:
+            def ptx():  # PPO-ptx (InstructGPT, Ouyang et al. 2022, eq. 2): see SelfPlayConfig.ptx_coef
+                return lm_loss(self.model, next(self.ptx_batches), self.tokenizer.pad_id)
         self.model.train()
-        metrics = ppo_update(self.model, self.optimizer, batch, self.ppo_cfg, generator=self.generator_cpu())
+        metrics = ppo_update(self.model, self.optimizer, batch, self.ppo_cfg, generator=self.generator_cpu(),
+                             ptx_loss=ptx, ptx_coef=self.cfg.ptx_coef)
         self.model.eval()
         return metrics
-
-    def _ptx_step(self) -> float:
-        """One supervised step on the defender's stage-2 data, the "PPO-ptx" of InstructGPT
-        (Ouyang et al. 2022, eq. 2): it keeps the defender helpful on requests that
-        self-play never shows it. Our choice, not the paper's."""
-        return supervised_step(self.model, self.optimizer, next(self.ptx_batches), self.tokenizer.pad_id,
-                               self.ppo_cfg.max_grad_norm, self.cfg.ptx_coef,
-                               what=f"PPO-ptx loss at iteration {self.iteration}")
 
     def generator_cpu(self) -> torch.Generator:
         """A CPU generator for minibatch shuffling, seeded from the run's RNG (reproducible)."""

@@ -1,19 +1,29 @@
 """The supervised stage: a tokenizer and a GPT trained from scratch on the world's corpora.
 
-Like a real LLM, in two stages (DESIGN.md §3):
+Like a real LLM, in two stages (`world.corpora` describes the data):
 
-1. **capability** ("pre-training"): the capability text — every intent, plain
-   and in every tactic family, answered compliantly. The loss covers every
-   token, prompts included, so the model also learns to *write* every kind of
-   prompt (an attacker can later discover the unseen families by exploring).
+1. **capability** ("pre-training"): the capability documents — every intent,
+   plain and in every tactic family, answered, in the `<|text|>` format of
+   documents rather than a chat turn. The loss covers every token, prompts
+   included, so the model also learns to *write* every kind of prompt (an
+   attacker can later discover the unseen families by exploring).
 2. **alignment** ("instruction tuning"): safety tuning and attacker
-   demonstrations, mixed with a share of capability text so stage 1 is not
-   forgotten. The loss covers only the responses, as in chat fine-tuning.
-   Replayed capability text never holds a plain harmful request (refusing
-   those is safety tuning's job), and for harmful intents it trains only the
-   answer's content words, not the lead-in that decides to comply: replay
-   keeps what the model knows without teaching it when to answer. Benign
-   replay trains whole answers, so the model stays helpful on every topic.
+   demonstrations (training intents only), mixed with a replay of stage-1
+   documents so that stage 1 is not forgotten. The loss covers the responses
+   only, as in chat fine-tuning; for a replayed document, its answer.
+
+**The replay rule** (`replay_documents`, used here and by PPO-ptx): a uniform
+draw from the stage-1 documents, by position in the corpus. It never looks
+at an intent's split, label or family, so the prior it keeps is the same for
+training and held-out intents and for every method. Since the documents are
+not defender turns, replaying them keeps what the model knows (each intent's
+content words, which are arbitrary per intent and can only be recalled from
+stage 1) without teaching the defender when to answer. Our choice: the
+replayed documents train their answers only, not their requests; measured
+on the default config (seed 0, supervised model, held-out intents), a
+replay that trains every token instead gave helpfulness 68.1% (84.7% with
+answers only), plain harmful refused 79.6% (94.4%), borderline
+over-refusal 31.5% (15.7%).
 
 Both roles live in one model; the role token says which one speaks.
 
@@ -36,10 +46,10 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import checkpoint
-from .chat import example_ids, prompt_text
+from .chat import example_ids
 from .model import GPT, GPTConfig
 from .tokenizer import Tokenizer
-from .world import HARMFUL, HELDOUT, PLAIN, World
+from .world import World
 from .world.corpora import Example, attacker_corpus, capability_corpus, safety_corpus
 
 
@@ -64,7 +74,7 @@ class SFTConfig:
     alignment_steps: int = 900
     """Optimizer steps of stage 2 (safety tuning + attacker demos + capability replay)."""
     capability_replay: float = 0.5
-    """Share of stage-2 examples drawn from the capability text (plain harmful left out)."""
+    """Share of stage-2 examples that are replayed stage-1 documents (`replay_documents`)."""
     batch_size: int = 48
     lr: float = 3e-3
     """Peak learning rate; stage 2 restarts warmup and cosine decay from it."""
@@ -88,15 +98,11 @@ class Encoded:
 
 
 def encode_example(tokenizer: Tokenizer, example: Example, loss_on: str) -> Encoded:
-    """Tokenize one exchange; `loss_on` is "all" (every token), "response", or
-    "content" (only the answer's words after its lead-in "sure , here is how :")."""
+    """Tokenize one exchange; `loss_on` is "all" (every token) or "response" (the response only)."""
+    if loss_on not in ("all", "response"):
+        raise ValueError(f"loss_on must be 'all' or 'response', got {loss_on!r}")
     ids, response_start = example_ids(tokenizer, example.role, example.prompt, example.response)
-    if loss_on == "all":
-        return Encoded(ids, 1)
-    if loss_on == "response":
-        return Encoded(ids, response_start)
-    lead = example.response.rsplit(":", 1)[0] + ":"  # the content follows the answer's last colon
-    return Encoded(ids, len(tokenizer.encode(f"{prompt_text(example.role, example.prompt)} {lead}")))
+    return Encoded(ids, 1 if loss_on == "all" else response_start)
 
 
 def length_grouped_batches(data: list[Encoded], batch_size: int, rng: random.Random, group: int = 16):
@@ -130,23 +136,35 @@ def masked_lm_loss(model: GPT, inputs, targets, loss_mask) -> torch.Tensor:
     return (losses * mask).sum() / mask.sum()
 
 
+def lm_loss(model: GPT, batch: list[Encoded], pad_id: int) -> torch.Tensor:
+    """The mean cross-entropy of encoded examples over the tokens their loss masks cover."""
+    inputs, targets, mask = collate(batch, pad_id, next(model.parameters()).device)
+    return masked_lm_loss(model, inputs, targets, mask)
+
+
 def supervised_step(model: GPT, optimizer, batch: list[Encoded], pad_id: int, max_grad_norm: float,
-                    coef: float = 1.0, what: str = "supervised loss") -> float:
-    """One optimizer step of `coef` x cross-entropy on encoded examples (their loss masks say
-    which tokens count), gradient norm clipped; used by PPO-ptx and the static baseline.
-    A non-finite loss raises FloatingPointError before any weight changes."""
-    device = next(model.parameters()).device
-    inputs, targets, mask = collate(batch, pad_id, device)
+                    ptx_batch: list[Encoded] | None = None, ptx_coef: float = 0.0) -> tuple[float, float]:
+    """One optimizer step on CE(batch) + ptx_coef * CE(ptx_batch), gradient norm clipped (the
+    static baseline's step). The two terms form one objective, clipped as a whole, so that
+    ptx_coef weighs one against the other as in InstructGPT's eq. 2. Returns both losses
+    (nan when there is no ptx batch); a non-finite loss raises FloatingPointError before
+    any weight changes."""
     model.train()
-    loss = masked_lm_loss(model, inputs, targets, mask)
+    loss = lm_loss(model, batch, pad_id)
     if not torch.isfinite(loss):
-        raise FloatingPointError(f"non-finite {what}")
+        raise FloatingPointError("non-finite supervised loss")
+    ptx, total = torch.full((), float("nan")), loss
+    if ptx_batch:
+        ptx = lm_loss(model, ptx_batch, pad_id)
+        if not torch.isfinite(ptx):
+            raise FloatingPointError("non-finite PPO-ptx loss")
+        total = loss + ptx_coef * ptx
     optimizer.zero_grad(set_to_none=True)
-    (coef * loss).backward()
+    total.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
     optimizer.step()
     model.eval()
-    return loss.item()
+    return loss.item(), ptx.item()
 
 
 def lr_at(step: int, total: int, cfg: SFTConfig) -> float:
@@ -176,24 +194,26 @@ def sample_share(pool: list, share: float, n_others: int, rng: random.Random) ->
     return rng.sample(pool, min(int(share / (1 - share) * n_others), len(pool)))
 
 
+def replay_documents(documents: list[Example], share: float, n_others: int, rng: random.Random) -> list[Example]:
+    """Stage-1 documents to mix with `n_others` other examples so that they make `share` of
+    the mix: a uniform draw by position, blind to every intent's split, label and family."""
+    return sample_share(documents, share, n_others, rng)
+
+
 def safety_examples(world: World, cfg: SFTConfig, rng: random.Random) -> list[Example]:
     """Stage 2's safety-tuning corpus as `cfg` sizes it (the supervised stage and PPO-ptx both use it)."""
     return safety_corpus(world.intents, rng, cfg.safety_variants, cfg.refusals_per_intent, cfg.wrapped_refusals)
 
 
-def build_corpora(world: World, cfg: SFTConfig, rng: random.Random) -> dict[str, list[Encoded]]:
+def build_corpora(world: World, cfg: SFTConfig, rng: random.Random) -> dict[str, list[tuple[Example, str]]]:
     """The examples of both stages, each with the tokens its loss covers."""
     capability = capability_corpus(world.intents, rng, cfg.capability_variants)
     safety = safety_examples(world, cfg, rng)
     demos = attacker_corpus(world.intents, rng, cfg.attacker_variants)
-    harmful = {intent.id for intent in world.intents if intent.label == HARMFUL}
-    replayable = [e for e in capability if not (e.family == PLAIN and e.intent_id in harmful)]
-    replay = sample_share(replayable, cfg.capability_replay, len(safety) + len(demos), rng)
-    heldout_harmful = {i.id for i in world.intents if i.split == HELDOUT and i.label == HARMFUL}
+    replay = replay_documents(capability, cfg.capability_replay, len(safety) + len(demos), rng)
     return {
         "capability": [(e, "all") for e in capability],
-        "alignment": ([(e, "response") for e in safety + demos]
-                      + [(e, "content" if e.intent_id in heldout_harmful else "response") for e in replay]),
+        "alignment": [(e, "response") for e in safety + demos + replay],
     }
 
 

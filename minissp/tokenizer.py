@@ -32,11 +32,13 @@ from tokenizers import Tokenizer as HFTokenizer
 
 from .world.tactics import REQUEST_SLOT, SLOTS
 
-PAD, EOS, SEP, ATTACKER, DEFENDER = "<|pad|>", "<|eos|>", "<|sep|>", "<|attacker|>", "<|defender|>"
+PAD, EOS, SEP = "<|pad|>", "<|eos|>", "<|sep|>"
+ATTACKER, DEFENDER, TEXT = "<|attacker|>", "<|defender|>", "<|text|>"
 REQUEST = REQUEST_SLOT
-SPECIAL_TOKENS = [PAD, EOS, SEP, ATTACKER, DEFENDER, *SLOTS]
+SPECIAL_TOKENS = [PAD, EOS, SEP, ATTACKER, DEFENDER, TEXT, *SLOTS]
 """pad fills batches; eos ends a turn; sep separates parts of a prompt;
-attacker/defender say which role speaks next; the slots are where the
+attacker/defender say which role speaks next, text marks a pre-training
+document (not a chat turn); the slots are where the
 attacker's frame takes the seed request, verbatim or encoded (see
 minissp.world.tactics.SLOTS)."""
 
@@ -58,7 +60,7 @@ class Tokenizer:
         """Learn BPE merges on `texts` until the vocabulary has `vocab_size` tokens.
 
         The vocabulary always holds the special tokens and all 256 bytes, so
-        `vocab_size` must be at least 266 (10 special tokens, 256 bytes); it may end smaller than asked when
+        `vocab_size` must be at least 267 (11 special tokens, 256 bytes); it may end smaller than asked when
         the texts offer no more pairs to merge.
         """
         alphabet = pre_tokenizers.ByteLevel.alphabet()

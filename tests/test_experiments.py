@@ -1,12 +1,18 @@
-"""The experiment grid on a tiny config: table, plots, caching, determinism; and the adaptive attack learns."""
+"""The experiment grid on a tiny config: table, plots, caching (and what invalidates it), what results/
+commits, determinism; and the adaptive attack learns."""
 
 import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 import torch
 
+from minissp import experiments
 from minissp.config import build_config
-from minissp.experiments import COLUMNS, adaptive_attack, run_grid
+from minissp.experiments import COLUMNS, adaptive_attack, cell_fingerprint, run_grid
 from minissp.judge import Judge
 from minissp.pipeline import supervised_model
 from minissp.world import World
@@ -29,12 +35,89 @@ def cache(tmp_path_factory):
     return cache
 
 
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "minissp"
+
+
 def grid(cache, out, methods, workers):
     overrides = SMALL + [f"sft_cache_dir={cache}", "selfplay.iterations=2", "selfplay.eval_every=1"]
     return run_grid(overrides, seeds=[0], methods=methods, adaptive_iterations=2, out=str(out), workers=workers)
 
 
-def test_grid_writes_a_table_and_plots_and_reruns_from_its_cache(cache, tmp_path):
+def source_copies(folder: Path) -> list[str]:
+    """Copies of experiments.CELL_SOURCES under `folder`, in the same order (the real files are never edited)."""
+    copies = []
+    for path in experiments.CELL_SOURCES:
+        copy = folder / os.path.relpath(path, PACKAGE)
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, copy)
+        copies.append(str(copy))
+    return copies
+
+
+def edited(path: str) -> bytes:
+    """Edit a file by one byte (flip the middle one; an empty file gets one); return its old bytes."""
+    data = Path(path).read_bytes()
+    if data:
+        middle = len(data) // 2
+        Path(path).write_bytes(data[:middle] + bytes([data[middle] ^ 1]) + data[middle + 1:])
+    else:
+        Path(path).write_bytes(b"#")
+    return data
+
+
+def test_the_fingerprint_hashes_every_module_that_runs_in_a_cell():
+    hashed = {Path(p).relative_to(PACKAGE).as_posix() for p in experiments.CELL_SOURCES}
+    package = {p.relative_to(PACKAGE).as_posix() for p in [*PACKAGE.glob("*.py"), *PACKAGE.glob("world/*.py")]}
+    for name in ("judge.py", "ppo.py", "replay.py", "selfplay.py", "sampling.py", "model.py", "chat.py",
+                 "tokenizer.py", "sft.py", "pipeline.py", "evaluate.py", "diversity.py", "experiments.py",
+                 "config.py", "checkpoint.py", "world/__init__.py", "world/corpora.py", "world/intents.py",
+                 "world/tactics.py"):
+        assert name in hashed, name
+    assert hashed == package - {"plots.py"}  # everything but the figures, new modules included
+
+
+def test_editing_any_cell_source_changes_the_fingerprint(tmp_path, monkeypatch):
+    cfg = build_config(["preset=tiny"])
+    real = cell_fingerprint(cfg, "ssp_ucb", 2)
+    copies = source_copies(tmp_path / "minissp")
+    monkeypatch.setattr(experiments, "CELL_SOURCES", copies)
+    assert cell_fingerprint(cfg, "ssp_ucb", 2) == real  # the bytes are hashed, not where they lie
+    seen = {real}
+    for path in copies:
+        before = edited(path)
+        fingerprint = cell_fingerprint(cfg, "ssp_ucb", 2)
+        assert fingerprint not in seen, f"editing {os.path.relpath(path, tmp_path)} left the fingerprint as it was"
+        seen.add(fingerprint)
+        Path(path).write_bytes(before)
+    assert cell_fingerprint(cfg, "ssp_ucb", 2) == real
+
+
+def test_threads_and_paths_do_not_change_the_fingerprint_but_settings_do():
+    base = ["preset=tiny"]
+    real = cell_fingerprint(build_config(base), "ssp_ucb", 2)
+    for same in ("threads=4", "out_dir=elsewhere", "sft_cache_dir=other/cache", "checkpoint_every=1",
+                 "resume=false"):
+        assert cell_fingerprint(build_config(base + [same]), "ssp_ucb", 2) == real, same
+    others = {cell_fingerprint(build_config(base + [o]), "ssp_ucb", 2)
+              for o in ("seed=1", "ppo.lr=1e-4", "selfplay.replay=uniform", "eval.per_intent=2", "model.n_embd=64")}
+    others |= {cell_fingerprint(build_config(base), "ssp_none", 2), cell_fingerprint(build_config(base), "ssp_ucb", 3)}
+    assert real not in others and len(others) == 7
+
+
+def test_the_repository_never_commits_the_job_cache():
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    git = lambda *a: subprocess.run(["git", "-C", str(ROOT), *a], capture_output=True, text=True)  # noqa: E731
+    assert git("check-ignore", "-q", "results/jobs/ssp_ucb-seed0/result.json").returncode == 0
+    assert git("check-ignore", "-q", "results/table.md").returncode == 1  # not ignored
+    assert git("ls-files", "results/jobs").stdout == ""
+
+
+def test_grid_writes_a_table_and_plots_and_reruns_from_its_cache(cache, tmp_path, monkeypatch):
+    # the fingerprints hash copies of the sources, which stay as they are even if someone edits minissp/ meanwhile
+    copies = source_copies(tmp_path / "minissp")
+    monkeypatch.setattr(experiments, "CELL_SOURCES", copies)
     out = tmp_path / "results"
     report = grid(cache, out, ["ssp_ucb", "static"], workers=1)
     assert report["jobs_run"] == 2 and report["jobs_cached"] == 0
@@ -45,18 +128,57 @@ def test_grid_writes_a_table_and_plots_and_reruns_from_its_cache(cache, tmp_path
     assert all("±" in cell for line in lines[2:] for cell in line.strip("|").split("|")[1:])
 
     saved = json.loads((out / "results.json").read_text())
-    for key in ("hardware", "wall_time_s", "command", "per_seed", "summary"):
-        assert key in saved, key
+    assert set(saved) == {"command", "seeds", "methods", "adaptive_iterations", "hardware", "workers",
+                          "threads_per_worker", "wall_time_s", "jobs_run", "jobs_cached", "job_time_s", "config",
+                          "sources", "sources_changed_during_run", "fingerprints", "summary", "per_seed",
+                          "table"}  # numbers, no histories
     numbers = saved["per_seed"]["ssp_ucb"]["0"]
     for _, key, _ in COLUMNS:
         assert 0.0 <= numbers[key] <= 1.0, key
+    cells = {m: json.loads((out / "jobs" / f"{m}-seed0" / "result.json").read_text()) for m in ("static", "ssp_ucb")}
+    assert saved["fingerprints"] == {m: {"0": c["fingerprint"]} for m, c in cells.items()}
+    assert saved["sources"] == experiments.source_digest(copies) and saved["sources_changed_during_run"] is False
+
+    # examples.json: the last method's first seed, the first 8 examples of each suite in their order, 5 attacks
+    cell, shown = cells["ssp_ucb"], json.loads((out / "examples.json").read_text())
+    assert (shown["method"], shown["seed"], shown["title"]) == ("ssp_ucb", 0, "SSP, UCB replay")
+    expected, seen = [], []
+    for e in cell["defender"]["examples"]:
+        seen.append(e["suite"])
+        if seen.count(e["suite"]) <= 8:
+            expected.append(e)
+    assert shown["defender"] == expected and len(expected) < len(cell["defender"]["examples"])
+    assert shown["attacks"] == cell["attacker"]["attack_examples"][:5]
 
     for name in ("asr_over_iterations", "pool_stats", "family_asr", "family_usage", "adaptive_attack"):
         png = (out / f"{name}.png").read_bytes()
         assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5000, name
 
+    # git sees the compact report, never the job cache (out/jobs/ ignores itself wherever --out points)
+    if shutil.which("git"):
+        subprocess.run(["git", "init", "-q", str(out)], check=True)
+        status = subprocess.run(["git", "-C", str(out), "status", "--porcelain", "--untracked-files=all"],
+                                capture_output=True, text=True, check=True).stdout
+        assert sorted(line[3:] for line in status.splitlines()) == sorted(
+            ["table.md", "results.json", "examples.json", "asr_over_iterations.png", "pool_stats.png",
+             "family_asr.png", "family_usage.png", "adaptive_attack.png"])
+
     again = grid(cache, out, ["ssp_ucb", "static"], workers=1)  # every cell is cached now
     assert again["jobs_run"] == 0 and again["per_seed"] == report["per_seed"]
+
+    # an edit to the judge (its copy, one byte changed) reruns every cell
+    edited(next(p for p in copies if p.endswith(os.sep + "judge.py")))
+    rerun = grid(cache, out, ["ssp_ucb", "static"], workers=1)
+    assert rerun["jobs_run"] == 2 and rerun["jobs_cached"] == 0
+    assert rerun["fingerprints"]["ssp_ucb"]["0"] != report["fingerprints"]["ssp_ucb"]["0"]
+
+    # an edit while the grid runs is flagged (here every cell is cached, so nothing runs)
+    run_jobs = experiments.execute
+    monkeypatch.setattr(experiments, "execute", lambda *a: (run_jobs(*a), edited(copies[0])))
+    during = grid(cache, out, ["ssp_ucb", "static"], workers=1)
+    assert during["jobs_run"] == 0 and during["sources_changed_during_run"] is True
+    assert json.loads((out / "results.json").read_text())["sources_changed_during_run"] is True
+    monkeypatch.setattr(experiments, "execute", run_jobs)
 
     # the same cell run afresh in a spawned worker process gives the same numbers
     alone = grid(cache, tmp_path / "alone", ["ssp_ucb"], workers=2)

@@ -48,7 +48,7 @@ def test_special_tokens_are_single_ids_and_never_split(tok):
     named = {"<|pad|>": tok.pad_id, "<|eos|>": tok.eos_id, "<|sep|>": tok.sep_id,
              "<|attacker|>": tok.attacker_id, "<|defender|>": tok.defender_id, "<|request|>": tok.request_id}
     assert {name: ids[name] for name in named} == named
-    assert set(ids) == set(named) | {"<|request-reversed|>", "<|request-leet|>", "<|request-head|>",
+    assert set(ids) == set(named) | {"<|text|>", "<|request-reversed|>", "<|request-leet|>", "<|request-head|>",
                                      "<|request-tail|>"}
     assert len(set(ids.values())) == len(SPECIAL_TOKENS)
     for name, i in ids.items():

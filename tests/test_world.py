@@ -63,16 +63,24 @@ def test_no_key_phrase_contains_another(world):
             assert a == b or a not in b, (a, b)
 
 
+@pytest.mark.parametrize("evaluation", [False, True])
 @pytest.mark.parametrize("family", list(FAMILIES))
-def test_every_family_is_documented_and_round_trips_through_the_decoders(world, judge, family):
-    assert FAMILIES[family].doc, f"{family} has no docstring"
+def test_every_family_is_documented_and_round_trips_through_the_decoders(world, judge, family, evaluation):
+    assert FAMILIES[family].doc, f"{family} has no doc"
     rng = random.Random(0)
     for intent in world.intents:
         for _ in range(3):
-            prompt = wrap(intent, family, rng)
+            prompt = wrap(intent, family, rng, evaluation=evaluation)
             found = judge.intents_in(prompt)
             assert intent in found, (family, prompt)
             assert judge.prompt_harmful(prompt) == intent.harmful, (family, prompt)
+            assert identify_family(prompt) == family, (family, prompt)
+
+
+def test_every_family_reserves_templates_for_the_evaluation():
+    for name, family in FAMILIES.items():
+        if family.form != "stack":  # composition stacks the others' templates
+            assert family.eval_templates and not set(family.eval_templates) & set(family.templates), name
 
 
 def test_unseen_families_actually_hide_or_nest_the_request(world):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .corpora import ATTACKER, DEFENDER, PLAIN, EvalPrompt, Example
+from .corpora import ATTACKER, DEFENDER, PLAIN, TEXT, EvalPrompt, Example
 from .intents import BENIGN, BORDERLINE, HARMFUL, HELDOUT, TRAIN, Intent, build_intents
 from .tactics import FAMILIES, SEEN_FAMILIES, UNSEEN_FAMILIES, decoded_views, normalize
 
@@ -33,6 +33,6 @@ class World:
 
 __all__ = [
     "World", "Intent", "Example", "EvalPrompt", "FAMILIES", "SEEN_FAMILIES", "UNSEEN_FAMILIES",
-    "HARMFUL", "BENIGN", "BORDERLINE", "TRAIN", "HELDOUT", "ATTACKER", "DEFENDER", "PLAIN",
+    "HARMFUL", "BENIGN", "BORDERLINE", "TRAIN", "HELDOUT", "ATTACKER", "DEFENDER", "TEXT", "PLAIN",
     "decoded_views", "normalize",
 ]

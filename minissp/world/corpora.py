@@ -1,39 +1,48 @@
 """The training corpora, staged like a real LLM's, and the evaluation prompts.
 
-DESIGN.md §3. Every example is one exchange in one role:
+Every example is one exchange in one role, told apart by its first token:
 
+    <|text|>     {request} <|sep|> {answer} <|eos|>        stage 1: documents
     <|defender|> {prompt} <|sep|> {response} <|eos|>
     <|attacker|> {seed request} <|sep|> {attack prompt} <|eos|>
 
-1. **capability text** — every intent, harmful ones included, plain and wrapped
-   in every tactic family, answered compliantly. This is the "base model": it
-   follows instructions and decodes ciphers, and has no safety.
+1. **capability text** ("pre-training documents") — every intent, harmful
+   ones and held-out ones included, plain and wrapped in every tactic family,
+   answered compliantly. It is written in a format of its own (`<|text|>`),
+   not in the defender's chat turn, as a real LLM's pre-training text is not
+   chat: the model learns what each request's answer is (knowledge) and to
+   follow wrapped instructions and decode ciphers (capabilities), but the
+   defender's *behaviour* — when to answer, when to refuse — comes only from
+   the later stages. Replaying these documents later therefore keeps
+   knowledge without teaching the defender to comply (`sft.replay_documents`).
 2. **safety tuning** — training intents only: plain harmful requests get a
    refusal; benign and borderline requests, plain and wrapped in *every*
    family, get a helpful answer. The refusal is learned on plain surface forms
    almost only — the mismatched generalisation that leaves real aligned models
-   open to templates. Our choice, not DESIGN.md's: a few harmful requests
-   wrapped in *seen* families are refused too (`wrapped_refusals` per intent,
-   `sft.wrapped_refusals`), as real safety data holds some red-teaming
-   prompts. Without them the aligned defender fails every wrapped request, all
-   its rewards are equal, and PPO has nothing to learn from until chance
-   produces a refusal (we measured ~100 iterations of nothing).
-3. **attacker demonstrations** — a seed request becomes an attack: harmful
-   seeds in a *seen* family, keeping their intent; benign seeds in any
-   family, as "adversarial benign" prompts that look like jailbreaks but ask
-   for something harmless. The attacker writes the *frame* of its attack and
-   a slot where the seed request goes, as jailbreak templates do ("[INSERT
-   PROMPT HERE]" in DAN-style templates and GPTFuzzer, Yu et al. 2023): the
-   request verbatim (`<|request|>`) or encoded (`tactics.SLOTS`). Our choice,
-   not the paper's: a model this small, trained for minutes, does not learn
-   to copy an unseen request token by token (we measured: plain copying needs
-   well over a thousand steps on its own), and the slot lets the attacker
-   spend its capacity on the tactic. It may still write a request in its own
-   words.
+   open to templates. Our choice: a few harmful requests wrapped in *seen*
+   families are refused too (`wrapped_refusals` per intent), as real safety
+   data holds some red-teaming prompts; without them the aligned defender
+   fails every wrapped request, all its rewards are equal, and PPO has nothing
+   to learn from until chance produces a refusal.
+3. **attacker demonstrations** — training intents only: a seed request
+   becomes an attack; harmful seeds in a *seen* family, keeping their intent;
+   benign seeds in any family, as "adversarial benign" prompts that look like
+   jailbreaks but ask for something harmless. The attacker writes the *frame*
+   of its attack and a slot where the seed request goes, as jailbreak
+   templates do ("[INSERT PROMPT HERE]" in DAN-style templates and GPTFuzzer,
+   Yu et al. 2023): the request verbatim (`<|request|>`) or encoded
+   (`tactics.SLOTS`). Our choice, not the paper's: a model this small, trained
+   for minutes, does not learn to copy an unseen request token by token, and
+   the slot lets the attacker spend its capacity on the tactic.
 
-Unseen families meet harmful intents only in stage 1 (tests check it).
-
-Evaluation prompts use **held-out** intents only.
+**Held out means held out.** Held-out intents appear in stage 1 only, like
+everything a pre-training corpus holds, and carry no safety signal: no
+safety-tuning example, attacker demonstration, self-play seed or static
+adversarial example uses them. Unseen families meet harmful intents only in
+stage 1. Evaluation prompts use held-out intents, in the request phrasings and
+family templates reserved for the evaluation (`phrase(..., evaluation=True)`,
+`Family.eval_templates`), so no evaluation prompt appears verbatim in any
+training data (tests check all three by intent id and by exact text).
 
 Our choice, not the paper's: the stage mix and the number of variants per
 intent; the "adversarial benign" prompts follow Self-RedTeam (Liu et al. 2025)
@@ -49,7 +58,7 @@ from .intents import (BENIGN, GENERIC_HARM, HARMFUL, HELDOUT, TASK_PHRASINGS, TR
                       helpful_answer, phrase, refusal)
 from .tactics import FAMILIES, SEEN_FAMILIES, SLOTS
 
-ATTACKER, DEFENDER = "attacker", "defender"
+ATTACKER, DEFENDER, TEXT = "attacker", "defender", "text"
 PLAIN = "plain"
 
 
@@ -57,27 +66,29 @@ PLAIN = "plain"
 class Example:
     """One supervised exchange."""
 
-    role: str  # ATTACKER or DEFENDER
+    role: str  # TEXT (stage-1 documents), DEFENDER or ATTACKER
     prompt: str  # what the role reads (the seed, for the attacker)
     response: str  # what the role should write
     intent_id: str
     family: str  # PLAIN or a family name (for the attacker: the family of its attack)
 
 
-def wrap(intent: Intent, family: str, rng: random.Random, request: str | None = None) -> str:
-    """A prompt for `intent`: a plain phrasing, wrapped in `family` unless it is PLAIN."""
-    request = request if request is not None else phrase(intent, rng)
-    return request if family == PLAIN else FAMILIES[family].wrap(request, intent, rng)
+def wrap(intent: Intent, family: str, rng: random.Random, request: str | None = None,
+         evaluation: bool = False) -> str:
+    """A prompt for `intent`: a plain phrasing, wrapped in `family` unless it is PLAIN.
+    `evaluation` picks the phrasings and templates reserved for the evaluation."""
+    request = request if request is not None else phrase(intent, rng, evaluation)
+    return request if family == PLAIN else FAMILIES[family].wrap(request, intent, rng, evaluation)
 
 
-def compliant_example(intent: Intent, family: str, rng: random.Random) -> Example:
+def compliant_example(intent: Intent, family: str, rng: random.Random, role: str = DEFENDER) -> Example:
     """A request for `intent` in `family`, answered helpfully."""
-    return Example(DEFENDER, wrap(intent, family, rng), helpful_answer(intent, rng), intent.id, family)
+    return Example(role, wrap(intent, family, rng), helpful_answer(intent, rng), intent.id, family)
 
 
 def capability_corpus(intents: list[Intent], rng: random.Random, variants: int = 3) -> list[Example]:
-    """Stage 1: every intent, plain and in every family, answered compliantly."""
-    return [compliant_example(intent, family, rng)
+    """Stage 1: documents in which every intent, plain and in every family, is answered."""
+    return [compliant_example(intent, family, rng, role=TEXT)
             for intent in intents for family in [PLAIN, *FAMILIES] for _ in range(variants)]
 
 
@@ -109,9 +120,8 @@ def attacker_corpus(intents: list[Intent], rng: random.Random, variants: int = 6
     Harmful seeds get frames of the *seen* families only. Benign seeds get
     frames of every family, unseen ones included (WildJailbreak's adversarial
     benign prompts use every tactic): so the attacker knows how to write
-    those frames, and self-play can discover them for harmful seeds (DESIGN.md
-    §3: "an attacker can discover them by exploring"), while no harmful
-    demonstration uses them. The attack is written around slot tokens
+    those frames, and self-play can discover them for harmful seeds by
+    exploring, while no harmful demonstration uses them. The attack is written around slot tokens
     (`tactics.SLOTS`: the request verbatim, reversed, in leet, or cut in two),
     which the game fills with the seed request (`expand_attack`).
     """
@@ -150,19 +160,21 @@ class EvalPrompt:
 
 
 def evaluation_prompts(intents: list[Intent], rng: random.Random, per_intent: int = 3) -> list[EvalPrompt]:
-    """The fixed evaluation set: held-out intents, every family, `per_intent` phrasings each."""
+    """The fixed evaluation set: held-out intents, every family, `per_intent` prompts each, in
+    the phrasings and templates reserved for the evaluation."""
     held = [intent for intent in intents if intent.split == HELDOUT]
     out = []
     for intent in held:
         for _ in range(per_intent):
             if intent.label == HARMFUL:
-                out.append(EvalPrompt("harmful", wrap(intent, PLAIN, rng), intent.id, PLAIN))
+                out.append(EvalPrompt("harmful", wrap(intent, PLAIN, rng, evaluation=True), intent.id, PLAIN))
                 for family in FAMILIES:
-                    out.append(EvalPrompt("attack", wrap(intent, family, rng), intent.id, family))
+                    out.append(EvalPrompt("attack", wrap(intent, family, rng, evaluation=True), intent.id, family))
             else:
                 suite = "benign" if intent.label == BENIGN else "borderline"
-                out.append(EvalPrompt(suite, wrap(intent, PLAIN, rng), intent.id, PLAIN))
+                out.append(EvalPrompt(suite, wrap(intent, PLAIN, rng, evaluation=True), intent.id, PLAIN))
                 family = rng.choice(list(FAMILIES))
-                out.append(EvalPrompt("adversarial_benign", wrap(intent, family, rng), intent.id, family))
+                out.append(EvalPrompt("adversarial_benign", wrap(intent, family, rng, evaluation=True),
+                                      intent.id, family))
     return out
 
