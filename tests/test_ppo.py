@@ -308,3 +308,37 @@ def test_two_role_bandit_one_model_learns_both_targets():
     before, after = train_bandit(torch.arange(64) % 2, targets=[5, 9])
     assert max(before) < 0.15
     assert min(after) > 0.9
+
+
+# ---------------------------------------------------------------------------- PPO-ptx
+
+def ptx_update(coef, max_grad_norm=0.5):
+    """One ppo_update with a PPO-ptx term of weight `coef`; returns the change of every weight."""
+    model = tiny_gpt()
+    cfg = PPOConfig(epochs=1, minibatch_size=12, max_grad_norm=max_grad_norm, lr=1e-3)
+    batch = rollout(model, cfg)
+    ids = torch.randint(2, V, (4, 10), generator=torch.Generator().manual_seed(5))
+
+    def ptx_loss():  # next-token cross-entropy on a fixed "supervised" batch
+        logits, _ = model(ids[:, :-1])
+        return torch.nn.functional.cross_entropy(logits.flatten(0, 1), ids[:, 1:].flatten())
+
+    before = [p.detach().clone() for p in model.parameters()]
+    metrics = ppo_update(model, make_optimizer(model, cfg), batch, cfg, torch.Generator().manual_seed(0),
+                         ptx_loss=ptx_loss if coef else None, ptx_coef=coef)
+    return torch.cat([(p.detach() - b).flatten() for p, b in zip(model.parameters(), before)]), metrics
+
+
+def test_ptx_coefficient_changes_the_update_although_the_gradient_is_clipped():
+    """PPO-ptx is one objective with PPO's (InstructGPT eq. 2), clipped as a whole, so the
+    weight decides how much of the step is the supervised term. Adding coef * ptx as a step of
+    its own and then clipping would make coef 3 and 6 the same update whenever the clip binds."""
+    none, _ = ptx_update(0.0)
+    three, metrics = ptx_update(3.0)
+    six, _ = ptx_update(6.0)
+    assert metrics["grad_norm"] > 0.5  # the clip binds
+    assert math.isfinite(metrics["ptx/loss"]) and metrics["ptx/loss"] > 0
+    # cosine to the pure-PPO update falls as the weight grows: the mix really shifts
+    cos = lambda a, b: float(torch.nn.functional.cosine_similarity(a, b, dim=0))  # noqa: E731
+    assert cos(three, none) > cos(six, none) + 0.01
+    assert not torch.allclose(three, six)
