@@ -1,6 +1,6 @@
 """The main job: Safety Self-Play end to end on the synthetic safety world.
 
-    python train.py                                   # CPU preset, about 9 minutes on 2 cores
+    python train.py                                   # CPU preset, about 10 minutes on 2 cores
     python train.py preset=gpu                        # the single-GPU preset
     python train.py selfplay.iterations=40 out_dir=runs/quick
     python train.py stage=sft                         # only the supervised model

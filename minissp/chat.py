@@ -10,8 +10,8 @@ A third first token, `<|text|>`, marks the pre-training documents of the
 supervised stage (`world.corpora`): the same layout, but not a turn of
 either role, so the model can know an answer without being a defender that
 gives it.
-Every stage (supervised training, self-play, evaluation) goes through these
-three functions, so the format is written down once.
+Every stage (supervised training, self-play, evaluation) goes through the
+functions below, so the format is written down once.
 """
 
 from __future__ import annotations

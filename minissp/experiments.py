@@ -25,12 +25,13 @@ iterations (no replay); its ASR on held-out seeds is the "adaptive" ASR.
 `selfplay.iterations` iterations. In each, the defender's loss covers
 `selfplay.seeds_per_iteration` defender sequences, `ppo.epochs` times, in
 shuffled minibatches of `ppo.minibatch_size`, with the same optimizer (Adam at
-`ppo.lr`, gradients clipped to `ppo.max_grad_norm`), followed by the same one
-PPO-ptx step on the defender's stage-2 data. For `static` those sequences are drawn
+`ppo.lr`, gradients clipped to `ppo.max_grad_norm`), every step's loss holding
+the same PPO-ptx term (`pipeline.ptx_data`). For `static` those sequences are drawn
 from the fixed set (harmful and benign in SSP's `harmful_fraction`) and the
 loss is the response-only cross-entropy; for the RL methods they are the
 iteration's games. (SSP's PPO batch also holds the attacker's sequences, so it
-takes more optimizer steps; the defender's share is the same.) We chose the
+takes more optimizer steps, each with its PPO-ptx term; the defender's share
+is the same.) We chose the
 PPO optimizer for `static`, not the supervised stage's, so that only the
 data and the objective differ between the methods.
 

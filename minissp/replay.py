@@ -3,7 +3,7 @@
 SSP keeps the attack prompts of the whole run in an experience pool and, each
 iteration, replays some of them to the defender instead of fresh attacks,
 choosing with an Upper Confidence Bound rule that favours the defender's past
-failures while still revisiting entries it has seen rarely (DESIGN.md §6).
+failures while still revisiting entries it has seen rarely.
 
 Each entry remembers its prompt, seed, intent, label, attack family, the
 iteration it was added, how often the defender answered it (visits n_i) and

@@ -7,7 +7,7 @@ The loop of SSP (Wang et al. 2026, arXiv 2601.10589), one iteration:
    request goes where it wrote a slot token: `<|request|>` verbatim, or
    reversed, in leetspeak, or cut in two (`expand_attack`, `tactics.SLOTS`);
 3. the **reflective experience replay** picks past attacks from the pool
-   (UCB favours the defender's failures, DESIGN.md §6); they replace a
+   (UCB favours the defender's failures, `replay.py`); they replace a
    fraction of the fresh attacks in the defender's batch;
 4. the **defender** role answers fresh and replayed prompts;
 5. the **judge** labels every exchange and pays both roles (`judge.py`);

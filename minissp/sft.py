@@ -20,10 +20,10 @@ not defender turns, replaying them keeps what the model knows (each intent's
 content words, which are arbitrary per intent and can only be recalled from
 stage 1) without teaching the defender when to answer. Our choice: the
 replayed documents train their answers only, not their requests; measured
-on the default config (seed 0, supervised model, held-out intents), a
-replay that trains every token instead gave helpfulness 68.1% (84.7% with
-answers only), plain harmful refused 79.6% (94.4%), borderline
-over-refusal 31.5% (15.7%).
+on the default config (seed 0, 2 threads, supervised model, held-out
+intents), a replay that trains every token instead gave helpfulness 68.1%
+(74.3% with answers only) and borderline over-refusal 31.5% (17.6%),
+plain harmful refused 79.6% in both (docs/log.md, 2026-12-01).
 
 Both roles live in one model; the role token says which one speaks.
 

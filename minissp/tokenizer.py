@@ -8,9 +8,9 @@ decoded back exactly, and BPE merges frequent byte pairs into tokens.
 Pre-tokenization, our choice. GPT-2 cuts text with a regex into letters,
 digits and punctuation before BPE, so a merge never crosses a class border.
 Our world text is different: lowercase words separated by single spaces, with
-punctuation as separate words and placeholders such as `[wpn-3]`. We cut only
+punctuation as separate words and placeholders such as `[wpn-3.1]`. We cut only
 at whitespace, keeping the whitespace in front of the word that follows
-(`"a [wpn-3] ?"` -> `"a"`, `" [wpn-3]"`, `" ?"`), so BPE can learn a whole
+(`"a [wpn-3.1] ?"` -> `"a"`, `" [wpn-3.1]"`, `" ?"`), so BPE can learn a whole
 word, brackets and digits included, as one token. Runs of spaces, newlines and
 trailing whitespace stay in the pieces, which is why arbitrary text still
 round-trips exactly.
