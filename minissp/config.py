@@ -363,6 +363,19 @@ _SFT_SOURCES = sorted(
        if name.endswith(".py")])
 
 
+def source_digest(paths: list[str]) -> str:
+    """A sha256 of the files' bytes, in the order given, each prefixed by its length (so that
+    moving text from one file to the next changes it too). Shapes the supervised cache key
+    (`sft_fingerprint`) and the experiment grid's (`experiments.cell_fingerprint`)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as f:
+            data = f.read()
+        digest.update(f"{len(data)}:".encode())
+        digest.update(data)
+    return digest.hexdigest()
+
+
 def sft_fingerprint(cfg: RunConfig) -> str:
     """A short hash of everything that shapes the supervised checkpoint.
 
@@ -373,8 +386,6 @@ def sft_fingerprint(cfg: RunConfig) -> str:
     shaping = {"model": dataclasses.asdict(cfg.model), "sft": dataclasses.asdict(cfg.sft),
                "seed": cfg.seed, "world_seed": cfg.world_seed}
     digest = hashlib.sha256(json.dumps(shaping, sort_keys=True).encode())
-    for path in _SFT_SOURCES:
-        with open(path, "rb") as f:
-            digest.update(f.read())
+    digest.update(source_digest(_SFT_SOURCES).encode())
     return digest.hexdigest()[:12]
 

@@ -87,13 +87,14 @@ import torch
 from tqdm.auto import tqdm
 
 from . import checkpoint, plots
-from .config import ConfigError, RunConfig, build_config, from_json, sft_fingerprint, to_dict, to_json
+from .config import (ConfigError, RunConfig, build_config, from_json, sft_fingerprint, source_digest, to_dict,
+                     to_json)
 from .device import pick_device
 from .diversity import distinct_n, self_bleu
 from .evaluate import EvalConfig, evaluate_attacker, evaluate_defender
 from .judge import Judge
 from .checkpoint import CheckpointError
-from .pipeline import (RunStopped, frozen_copy, held_out_tracker, make_game, ptx_data, seed_everything,
+from .pipeline import (RESUMABLE_KEYS, RunStopped, frozen_copy, held_out_tracker, make_game, ptx_data, seed_everything,
                        supervised_model)
 from .ppo import make_optimizer
 from .selfplay import run_selfplay
@@ -302,26 +303,13 @@ replay, self-play, sampling, the model, chat format, tokenizer, supervised stage
 evaluation, diversity, config, checkpoints, this file and the world; every module but plots.py,
 so that a new module is covered without anyone remembering to list it."""
 
-NOT_SHAPING = ("out_dir", "sft_cache_dir", "threads", "checkpoint_every", "resume")
-"""Config keys left out of a cell's fingerprint: where files go, torch's thread count (the cache
-treats a cell run on 1 or 4 threads as the same cell) and train.py's checkpointing, which cells
-do not use (the same keys as pipeline.RESUMABLE_KEYS)."""
+NOT_SHAPING = RESUMABLE_KEYS
+"""Config keys left out of a cell's fingerprint, those a resumed train.py run may change: where
+files go, torch's thread count (the cache treats a cell run on 1 or 4 threads as the same cell)
+and train.py's checkpointing, which cells do not use."""
 
 JOBS = "jobs"
 """The job cache's folder under the grid's `--out` folder (git-ignored, see the module docstring)."""
-
-
-def source_digest(paths: list[str]) -> str:
-    """A sha256 of the files' bytes, in the order given (each prefixed by its length, so that
-    moving text from one file to the next changes it too), as config.sft_fingerprint hashes
-    the supervised stage's sources."""
-    digest = hashlib.sha256()
-    for path in paths:
-        with open(path, "rb") as f:
-            data = f.read()
-        digest.update(f"{len(data)}:".encode())
-        digest.update(data)
-    return digest.hexdigest()
 
 
 def cell_fingerprint(cfg: RunConfig, method: str, adaptive_iterations: int, sources: str | None = None) -> str:
