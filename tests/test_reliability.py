@@ -1,4 +1,4 @@
-"""Reliability (issue #6): resume after a kill, determinism, safe loading, one-line errors, NaN guards.
+"""Reliability: resume after a kill, determinism, safe loading, one-line errors, NaN guards.
 
 Every run here uses the tiny preset on one thread. The uninterrupted reference
 run is shared by the module; the SIGKILL test starts train.py as a subprocess,
