@@ -25,8 +25,7 @@ import time
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from minissp.device import pick_device
-from minissp.model import GPT, GPTConfig
+from minissp.model import GPT, GPTConfig, pick_device
 from minissp.sampling import generate, left_pad
 
 PAD_ID = 0

@@ -358,7 +358,7 @@ def from_json(text: str) -> RunConfig:
 # The modules whose source shapes a supervised checkpoint (hashed by sft_fingerprint).
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))
 _SFT_SOURCES = sorted(
-    [os.path.join(_PACKAGE, name) for name in ("model.py", "tokenizer.py", "chat.py", "sft.py")]
+    [os.path.join(_PACKAGE, name) for name in ("model.py", "tokenizer.py", "sft.py")]
     + [os.path.join(_PACKAGE, "world", name) for name in os.listdir(os.path.join(_PACKAGE, "world"))
        if name.endswith(".py")])
 

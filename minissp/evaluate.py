@@ -47,10 +47,10 @@ import numpy as np
 import torch
 
 from . import checkpoint
-from .chat import reply
-from .device import pick_device
 from .diversity import distinct_n, self_bleu
 from .judge import Judge
+from .model import pick_device
+from .sampling import reply
 from .world import FAMILIES, HARMFUL, HELDOUT, SEEN_FAMILIES, UNSEEN_FAMILIES, World
 from .world.corpora import evaluation_prompts, expand_attack
 from .world.intents import BENIGN, BORDERLINE, phrase

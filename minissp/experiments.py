@@ -89,10 +89,10 @@ from tqdm.auto import tqdm
 from . import checkpoint, plots
 from .config import (ConfigError, RunConfig, build_config, from_json, sft_fingerprint, source_digest, to_dict,
                      to_json)
-from .device import pick_device
 from .diversity import distinct_n, self_bleu
 from .evaluate import EvalConfig, evaluate_attacker, evaluate_defender
 from .judge import Judge
+from .model import pick_device
 from .checkpoint import CheckpointError
 from .pipeline import (RESUMABLE_KEYS, RunStopped, frozen_copy, held_out_tracker, make_game, ptx_data, seed_everything,
                        supervised_model)

@@ -267,3 +267,13 @@ def padded_causal_mask(attention_mask: torch.Tensor, n_queries: int | None = Non
     key_pos = torch.arange(T, device=attention_mask.device)[None, :]  # (1, T)
     keys = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T)
     return ((key_pos <= query_pos) & keys) | (key_pos == query_pos)  # (B, 1, Tq, T)
+
+
+def pick_device(name: str | torch.device = "auto") -> torch.device:
+    """Where a model runs: "auto" -> cuda if torch sees a GPU, else cpu; any other name is checked."""
+    if str(name) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device={name!r} was asked for, but this torch sees no GPU; use device=cpu or device=auto")
+    return device

@@ -33,9 +33,9 @@ import torch
 from . import checkpoint
 from .checkpoint import CheckpointError
 from .config import ConfigError, RunConfig, sft_fingerprint, to_json
-from .device import pick_device
 from .evaluate import EvalConfig, evaluate, evaluate_defender, format_table
 from .judge import Judge
+from .model import pick_device
 from .ppo import make_optimizer
 from .selfplay import SelfPlay, run_selfplay
 from .sft import encode_example, replay_documents, run_sft, safety_examples

@@ -28,6 +28,9 @@ Details of RLHF with PPO": divide by the sampling temperature everywhere),
 or the first PPO ratio will not be 1. `Generation.sequence()` gives the
 prompt and response as one sequence for that recomputation.
 
+`reply` is the text-level view used by evaluation and the notebooks: a
+role's turn for many texts, batched by length, as strings.
+
 Simplified: one cache per call (no paged or shared-prefix cache), all rows
 step until the last one finishes, no beam search, no repetition penalty.
 """
@@ -39,8 +42,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from minissp.device import pick_device
-from minissp.model import GPT, GPTConfig, padded_causal_mask, positions_from_mask
+from minissp.model import GPT, GPTConfig, padded_causal_mask, positions_from_mask, pick_device
 
 FINISHED_CHECK_EVERY = 8
 """Steps between host syncs that stop generation once every row has finished."""
@@ -223,3 +225,24 @@ def generate(model: GPT, prompts: list[list[int]], max_new_tokens: int, eos_id: 
     model.train(was_training)
     return Generation(prompt_ids, prompt_mask, response_ids[:, :n_steps], response_logprobs[:, :n_steps],
                       response_mask[:, :n_steps], finished)
+
+
+def reply(model, tokenizer, role: str, texts: list[str], max_new_tokens: int,
+          temperature: float = 0.0, batch_size: int = 64, generator=None) -> list[str]:
+    """The model's turn, as text, for every text in `texts` (greedy by default).
+
+    Texts are batched by length so rows in a batch need little padding; the
+    answers come back in the order of `texts`. A prompt too long for the
+    model's context keeps its last tokens (`Tokenizer.prompt_ids`).
+    """
+    limit = model.config.block_size - max_new_tokens
+    encoded = [tokenizer.prompt_ids(role, text, limit) for text in texts]
+    order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))
+    answers = [""] * len(texts)
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        out = generate(model, [encoded[i] for i in rows], max_new_tokens, tokenizer.eos_id, tokenizer.pad_id,
+                       temperature=temperature, generator=generator)
+        for row, ids in zip(rows, out.response_ids.cpu()):
+            answers[row] = tokenizer.response_text(ids)
+    return answers

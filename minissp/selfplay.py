@@ -38,7 +38,6 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .chat import fit_prompt, prompt_ids, response_text
 from .checkpoint import python_rng_from_json, python_rng_to_json
 from .diversity import distinct_n
 from .judge import Judge
@@ -173,7 +172,7 @@ class SelfPlay:
 
     def _generate(self, model, role: str, texts: list[str], max_new_tokens: int) -> Generation:
         limit = model.config.block_size - max_new_tokens
-        prompts = [fit_prompt(prompt_ids(self.tokenizer, role, t), limit) for t in texts]
+        prompts = [self.tokenizer.prompt_ids(role, t, limit) for t in texts]
         return generate(model, prompts, max_new_tokens, self.tokenizer.eos_id, self.tokenizer.pad_id,
                         temperature=self.ppo_cfg.temperature, generator=self.generator)
 
@@ -187,13 +186,13 @@ class SelfPlay:
         seeds = draw_seeds(self.world, cfg.seeds_per_iteration - len(replayed), cfg.harmful_fraction, self.rng)
         seed_texts = [phrase(intent, self.rng) for intent in seeds]
         attack_gen = self._generate(self.attacker, "attacker", seed_texts, cfg.attack_max_new_tokens)
-        frames = [response_text(self.tokenizer, ids) for ids in attack_gen.response_ids.cpu()]
+        frames = [self.tokenizer.response_text(ids) for ids in attack_gen.response_ids.cpu()]
         attacks = [expand_attack(frame, seed) for frame, seed in zip(frames, seed_texts)]
         replay_entries = [self.pool[i] for i in replayed]
         # 4. the defender answers fresh attacks, then replayed ones
         defender_texts = attacks + [e.prompt for e in replay_entries]
         defense_gen = self._generate(self.defender, "defender", defender_texts, cfg.response_max_new_tokens)
-        answers = [response_text(self.tokenizer, ids) for ids in defense_gen.response_ids.cpu()]
+        answers = [self.tokenizer.response_text(ids) for ids in defense_gen.response_ids.cpu()]
         timings["time/sampling"] = time.perf_counter() - t0
 
         # 5. judge both roles

@@ -46,7 +46,6 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import checkpoint
-from .chat import example_ids
 from .model import GPT, GPTConfig
 from .tokenizer import Tokenizer
 from .world import World
@@ -101,7 +100,7 @@ def encode_example(tokenizer: Tokenizer, example: Example, loss_on: str) -> Enco
     """Tokenize one exchange; `loss_on` is "all" (every token) or "response" (the response only)."""
     if loss_on not in ("all", "response"):
         raise ValueError(f"loss_on must be 'all' or 'response', got {loss_on!r}")
-    ids, response_start = example_ids(tokenizer, example.role, example.prompt, example.response)
+    ids, response_start = tokenizer.example_ids(example.role, example.prompt, example.response)
     return Encoded(ids, 1 if loss_on == "all" else response_start)
 
 

@@ -21,6 +21,20 @@ text never splits and always becomes its single id. Their ids are looked up
 by name, never hard-coded; pad is a token of its own, never eos (with pad ==
 eos a policy trained on padded batches never learns to stop).
 
+The chat format. One model, two roles, told apart by the first token:
+
+    <|attacker|> {seed request} <|sep|> {attack prompt} <|eos|>
+    <|defender|> {prompt} <|sep|> {response} <|eos|>
+
+Only the tokens after `<|sep|>` are the role's actions; the rest is context.
+A third first token, `<|text|>`, marks the pre-training documents of the
+supervised stage (`world.corpora`): the same layout, but not a turn of
+either role, so the model can know an answer without being a defender that
+gives it. Every stage (supervised training, self-play, evaluation) goes
+through `prompt_ids`, `example_ids` and `response_text`, so the format is
+written down once, and a tokenizer with another chat template (a pretrained
+model's) only has to provide those three methods.
+
 Simplified: no normalization (the world is already lowercase ASCII), no
 truncation or padding inside the tokenizer (the sampler and the trainers pad).
 """
@@ -42,8 +56,17 @@ document (not a chat turn); the slots are where the
 attacker's frame takes the seed request, verbatim or encoded (see
 minissp.world.tactics.SLOTS)."""
 
+ROLE_TOKENS = {"attacker": ATTACKER, "defender": DEFENDER, "text": TEXT}
+
 WORD_WITH_LEADING_SPACE = r"\s*\S+|\s+"
 """A word with the whitespace before it, or trailing whitespace on its own."""
+
+
+def prompt_text(role: str, text: str) -> str:
+    """`<|role|> text <|sep|>`: what the model reads before it acts."""
+    if role not in ROLE_TOKENS:
+        raise ValueError(f"unknown role {role!r}: expected one of {sorted(ROLE_TOKENS)}")
+    return f"{ROLE_TOKENS[role]} {text} {SEP}"
 
 
 class Tokenizer:
@@ -104,6 +127,33 @@ class Tokenizer:
     @classmethod
     def load(cls, path: str) -> "Tokenizer":
         return cls(HFTokenizer.from_file(path))
+
+    # ---- the chat format (see the module docstring) ----
+
+    def prompt_text(self, role: str, text: str) -> str:
+        return prompt_text(role, text)
+
+    def prompt_ids(self, role: str, text: str, limit: int | None = None) -> list[int]:
+        """Token ids of `prompt_text`; with `limit`, a longer prompt keeps its role token
+        and its last `limit - 1` tokens (the end of a prompt is what the answer follows)."""
+        ids = self.encode(self.prompt_text(role, text))
+        return ids if limit is None or len(ids) <= limit else ids[:1] + ids[len(ids) - limit + 1:]
+
+    def example_ids(self, role: str, prompt: str, response: str) -> tuple[list[int], int]:
+        """Token ids of a whole exchange and the index where the response starts.
+
+        The response is written with a leading space and closed by `<|eos|>`, as
+        the model will be asked to write it."""
+        context = self.prompt_ids(role, prompt)
+        return context + self.encode(f" {response}{EOS}"), len(context)
+
+    def response_text(self, response_ids) -> str:
+        """The text of a generated response: everything before the first `<|eos|>`, trimmed."""
+        ids = list(map(int, response_ids))
+        if self.eos_id in ids:
+            ids = ids[: ids.index(self.eos_id)]
+        # special tokens stay: the attacker's slots (<|request|>, ...) are among them
+        return self.decode(ids).strip()
 
     @property
     def vocab_size(self) -> int:

@@ -69,7 +69,7 @@ def edited(path: str) -> bytes:
 def test_the_fingerprint_hashes_every_module_that_runs_in_a_cell():
     hashed = {Path(p).relative_to(PACKAGE).as_posix() for p in experiments.CELL_SOURCES}
     package = {p.relative_to(PACKAGE).as_posix() for p in [*PACKAGE.glob("*.py"), *PACKAGE.glob("world/*.py")]}
-    for name in ("judge.py", "ppo.py", "replay.py", "selfplay.py", "sampling.py", "model.py", "chat.py",
+    for name in ("judge.py", "ppo.py", "replay.py", "selfplay.py", "sampling.py", "model.py",
                  "tokenizer.py", "sft.py", "pipeline.py", "evaluate.py", "diversity.py", "experiments.py",
                  "config.py", "checkpoint.py", "world/__init__.py", "world/corpora.py", "world/intents.py",
                  "world/tactics.py"):

@@ -10,7 +10,6 @@ exit status 2, never a traceback, and before any training starts.
 (b) Files that are not checkpoints (random bytes, text, an empty file, a truncated zip, a
     pickle holding code) given to every command that loads a checkpoint: evaluate --ckpt,
     train.py resuming from out_dir/checkpoint.pt, and train.py's supervised cache.
-    (`minissp.chat` has no command line, so it loads nothing.)
 
 Subprocesses are few (each imports torch, about 2 s) and run in parallel.
 """
@@ -27,7 +26,7 @@ import sys
 import pytest
 import torch
 
-from minissp import chat, checkpoint, config, evaluate
+from minissp import checkpoint, config, evaluate
 from minissp.config import LIMITS, PRESETS, ConfigError, Limit, RunConfig, build_config, keys, sft_fingerprint
 from minissp.model import GPT, GPTConfig
 from minissp.tokenizer import Tokenizer
@@ -319,11 +318,6 @@ def test_a_file_that_is_not_a_checkpoint_gets_one_line_and_status_2(where, kind,
     assert BAD_FILES[kind][1] in err and str(bad) in err, err
     assert not marker.exists(), "unpickling ran the file's code"
     assert bad.read_bytes() == before
-
-
-def test_chat_has_no_command_line_that_loads_a_checkpoint():
-    """If minissp.chat grows a command line, add it to COMMANDS above."""
-    assert not hasattr(chat, "main")
 
 
 SUBPROCESS_FILES = [("evaluate --ckpt", "text"), ("evaluate --ckpt", "pickle holding code"),
