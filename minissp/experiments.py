@@ -94,10 +94,9 @@ from .evaluate import EvalConfig, evaluate_attacker, evaluate_defender
 from .judge import Judge
 from .model import pick_device
 from .checkpoint import CheckpointError
-from .pipeline import (RESUMABLE_KEYS, RunStopped, frozen_copy, held_out_tracker, make_game, ptx_data, seed_everything,
-                       supervised_model)
-from .ppo import make_optimizer
-from .selfplay import run_selfplay
+from .pipeline import (RESUMABLE_KEYS, RunStopped, frozen_copy, held_out_numbers, make_game, ptx_data, seed_everything,
+                       selfplay_stage, supervised_model)
+from .ppo import ppo_optimizer
 from .sft import encode_example, length_grouped_batches, supervised_step
 from .world import DEFENDER, HARMFUL, HELDOUT, SEEN_FAMILIES, TRAIN, World
 from .world.corpora import Example, compliant_example, wrap
@@ -152,7 +151,7 @@ def static_dataset(world: World, rng: random.Random, variants: int) -> tuple[lis
     return harmful, benign
 
 
-def train_static(cfg: RunConfig, model, tokenizer, world: World, metrics_path: str, evaluate_fn) -> list[dict]:
+def train_static(cfg: RunConfig, model, tokenizer, world: World, metrics_path: str) -> list[dict]:
     """Static adversarial training under the defender budget of self-play (module docstring)."""
     rng = random.Random(cfg.seed)
     harmful, benign = static_dataset(world, rng, cfg.sft.safety_variants)
@@ -160,7 +159,7 @@ def train_static(cfg: RunConfig, model, tokenizer, world: World, metrics_path: s
     benign = [encode_example(tokenizer, e, loss_on="response") for e in benign]
     ptx = ptx_data(cfg, world, tokenizer) if cfg.selfplay.ptx_coef > 0 else None
     ptx_batches = length_grouped_batches(ptx, cfg.selfplay.ptx_batch_size, rng) if ptx else None
-    optimizer = make_optimizer(model, cfg.ppo)
+    optimizer = ppo_optimizer(model, cfg.ppo)
     n = cfg.selfplay.seeds_per_iteration
     n_harmful = round(n * cfg.selfplay.harmful_fraction)
     every, history = cfg.selfplay.eval_every, []
@@ -180,7 +179,7 @@ def train_static(cfg: RunConfig, model, tokenizer, world: World, metrics_path: s
         if ptx_batches is not None:
             metrics["ptx/loss"] = float(np.mean(ptx_losses))
         if every and ((iteration + 1) % every == 0 or iteration + 1 == cfg.selfplay.iterations):
-            metrics.update({f"eval/{k}": v for k, v in evaluate_fn(iteration + 1).items()})
+            metrics.update({f"eval/{k}": v for k, v in held_out_numbers(model, tokenizer, world, cfg.eval).items()})
         history.append(metrics)
         with open(metrics_path, "a") as f:
             f.write(json.dumps(metrics) + "\n")
@@ -215,15 +214,15 @@ def train_supervised(spec: dict) -> str:
         return supervised_model(cfg, World(cfg.world_seed), pick_device(cfg.device))[2]
 
 
-def adaptive_attack(cfg: RunConfig, sft_path: str, defender, world: World, judge: Judge, iterations: int,
-                    metrics_path: str) -> dict:
+def adaptive_attack(cfg: RunConfig, sft_path: str, defender, world: World, judge: Judge, iterations: int) -> dict:
     """A fresh attacker (the supervised checkpoint) trained by PPO against the frozen `defender`."""
     attacker, tokenizer, _ = checkpoint.load_model(sft_path, next(defender.parameters()).device)
     before = evaluate_attacker(attacker, tokenizer, world, judge, cfg.eval, defender=defender)
     cfg = copy.deepcopy(cfg)
     cfg.selfplay.replay = "none"
+    cfg.selfplay.iterations = iterations
     game = make_game(cfg, attacker, tokenizer, world, frozen_defender=defender)
-    history = run_selfplay(game, iterations, metrics_path)
+    history = selfplay_stage(cfg, game, pick_device(cfg.device), evaluate_every=0, checkpoints=False, name="adaptive")
     after = evaluate_attacker(attacker, tokenizer, world, judge, cfg.eval, defender=defender)
     return {"before": before, "after": after, "history": history}
 
@@ -238,19 +237,18 @@ def run_cell(spec: dict) -> dict:
         judge = Judge(world)
         model, tokenizer, sft_path = supervised_model(cfg, world, device)
         sft = frozen_copy(model)
-        tracker = held_out_tracker(tokenizer, world, model, cfg.eval)
-        start_eval = tracker(0)
-        metrics_path = os.path.join(cfg.out_dir, "metrics.jsonl")
-        for name in ("metrics.jsonl", "adaptive_metrics.jsonl"):
+        start_eval = held_out_numbers(model, tokenizer, world, cfg.eval)
+        metrics_path = os.path.join(cfg.out_dir, "static_metrics.jsonl")
+        for name in ("static_metrics.jsonl", "selfplay_metrics.jsonl", "adaptive_metrics.jsonl"):
             with contextlib.suppress(FileNotFoundError):
                 os.remove(os.path.join(cfg.out_dir, name))
         history = []
         if method == "static":
-            history = train_static(cfg, model, tokenizer, world, metrics_path, tracker)
+            history = train_static(cfg, model, tokenizer, world, metrics_path)
         elif method != "sft":
             cfg.selfplay.replay = METHODS[method][1]
             game = make_game(cfg, model, tokenizer, world, frozen_attacker=sft if method == "defender_rl" else None)
-            history = run_selfplay(game, cfg.selfplay.iterations, metrics_path, tracker)
+            history = selfplay_stage(cfg, game, device, checkpoints=False)
         model.eval()
         trained = time.time()
         defender = evaluate_defender(model, tokenizer, world, judge, cfg.eval)
@@ -260,8 +258,7 @@ def run_cell(spec: dict) -> dict:
             own = model if method in SELF_PLAY else sft
             attacker = evaluate_attacker(own, tokenizer, world, judge, cfg.eval, defender=model)
         evaluated = time.time()
-        adaptive = adaptive_attack(cfg, sft_path, model, world, judge, spec["adaptive_iterations"],
-                                   os.path.join(cfg.out_dir, "adaptive_metrics.jsonl"))
+        adaptive = adaptive_attack(cfg, sft_path, model, world, judge, spec["adaptive_iterations"])
         numbers = {k: v for k, v in defender.items() if isinstance(v, float)}
         numbers.update({
             "asr_adaptive": adaptive["after"]["attacker_asr"],
@@ -406,7 +403,7 @@ def summarize(results: dict[str, list[dict]]) -> dict[str, dict[str, dict]]:
     return out
 
 
-def format_table(summary: dict[str, dict[str, dict]]) -> str:
+def format_grid_table(summary: dict[str, dict[str, dict]]) -> str:
     """The markdown table: one row per method, mean ± std over seeds per column."""
     rows = [["method", *(f"{title}{' (%)' if pct else ''}" for title, _, pct in COLUMNS)]]
     for method, numbers in summary.items():
@@ -474,7 +471,7 @@ def write_report(results: dict[str, list[dict]], configs: dict[int, RunConfig], 
     `sources_changed`: minissp/ was edited while the grid ran (flagged in results.json)."""
     seeds, methods = list(configs), list(results)
     summary = summarize(results)
-    table = format_table(summary)
+    table = format_grid_table(summary)
     report = {
         "command": command, "seeds": seeds, "methods": methods, "adaptive_iterations": adaptive_iterations,
         "hardware": hardware(), "workers": workers, "threads_per_worker": threads,
@@ -506,11 +503,34 @@ def write_report(results: dict[str, list[dict]], configs: dict[int, RunConfig], 
     return report
 
 
+def another_grid(out: str, seeds: list[int], methods: list[str], adaptive_iterations: int,
+                 configs: dict[int, RunConfig]) -> str | None:
+    """What differs between this grid and the one whose report `out` already holds (None: the same
+    grid, or no report), so that a partial or changed grid never silently replaces a report."""
+    try:
+        with open(os.path.join(out, "results.json")) as f:
+            old = json.load(f)
+    except (OSError, ValueError):
+        return None
+    def shaping(config: dict) -> dict:
+        return {k: v for k, v in config.items() if k not in ("seed", *NOT_SHAPING)}
+    for name, then, now in (("seeds", old.get("seeds"), seeds), ("methods", old.get("methods"), methods),
+                            ("adaptive_iterations", old.get("adaptive_iterations"), adaptive_iterations),
+                            ("config", shaping(old.get("config", {})), shaping(to_dict(configs[seeds[0]])))):
+        if then != now:
+            return f"{name} {then!r}" if name != "config" else "another config"
+    return None
+
+
 def run_grid(overrides: list[str], seeds: list[int], methods: list[str], adaptive_iterations: int,
-             out: str, workers: int = 2, threads: int = 1, base: dict | None = None, command: str = "") -> dict:
+             out: str, workers: int = 2, threads: int = 1, base: dict | None = None, command: str = "",
+             overwrite: bool = False) -> dict:
     """Run (or resume) the grid and write out/table.md, out/results.json, out/examples.json and the
-    plots; the cells are cached under out/jobs/ (git-ignored)."""
+    plots; the cells are cached under out/jobs/ (git-ignored). A report of another grid already in
+    `out` is refused (ConfigError) unless `overwrite`."""
     start = time.time()
+    if adaptive_iterations < 0:
+        raise ConfigError(f"--adaptive-iterations must be 0 or more, got {adaptive_iterations}")
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ConfigError(f"unknown method(s) {unknown}: choose from {list(METHODS)}")
@@ -520,6 +540,10 @@ def run_grid(overrides: list[str], seeds: list[int], methods: list[str], adaptiv
     for seed in seeds:
         configs[seed] = build_config([f"{k}={v}" for k, v in base.items()] + list(overrides) + [f"seed={seed}"])
         configs[seed].threads = threads
+    other = None if overwrite else another_grid(out, seeds, methods, adaptive_iterations, configs)
+    if other:
+        raise ConfigError(f"{out}/ holds the report of another grid ({other}); give this one its own --out DIR, "
+                          f"or pass --overwrite to replace that report")
     jobs_dir(out)
     sources = source_digest(CELL_SOURCES)  # the code as it is now, which the jobs import and run
     supervised, cells = plan(configs, methods, adaptive_iterations, out, workers, sources)
@@ -552,16 +576,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a reduced grid for a first look")
     parser.add_argument("--out", default="results", help="where the table, results.json, examples.json and plots go; "
                                                          "the job cache goes to OUT/jobs/ (git-ignored)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a report of another grid in OUT")
     parser.add_argument("--workers", type=int, default=2, help="parallel job processes (1 = in this process)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per worker")
     args = parser.parse_args(argv)
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
     methods = args.methods or (QUICK_METHODS if args.quick else list(METHODS))
-    adaptive = args.adaptive_iterations or (QUICK_ADAPTIVE_ITERATIONS if args.quick else GRID_ADAPTIVE_ITERATIONS)
+    adaptive = args.adaptive_iterations
+    if adaptive is None:  # 0 is a valid choice (no adaptive training), so not `or`
+        adaptive = QUICK_ADAPTIVE_ITERATIONS if args.quick else GRID_ADAPTIVE_ITERATIONS
     command = "python -m minissp.experiments " + " ".join(argv if argv is not None else sys.argv[1:])
     try:
         report = run_grid(args.overrides, seeds, methods, adaptive, args.out, args.workers, args.threads,
-                          base=QUICK if args.quick else GRID, command=command.strip())
+                          base=QUICK if args.quick else GRID, command=command.strip(), overwrite=args.overwrite)
     except (ConfigError, CheckpointError, RunStopped, OSError) as e:
         print("error: " + " ".join(str(e).splitlines()), file=sys.stderr)
         return 2

@@ -29,6 +29,7 @@ import time
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from . import checkpoint
 from .checkpoint import CheckpointError
@@ -36,8 +37,8 @@ from .config import ConfigError, RunConfig, sft_fingerprint, to_json
 from .evaluate import EvalConfig, evaluate, evaluate_defender, format_table
 from .judge import Judge
 from .model import pick_device
-from .ppo import make_optimizer
-from .selfplay import SelfPlay, run_selfplay
+from .ppo import ppo_optimizer
+from .selfplay import SelfPlay
 from .sft import encode_example, replay_documents, run_sft, safety_examples
 from .world import World
 from .world.corpora import capability_corpus
@@ -84,14 +85,10 @@ def frozen_copy(model):
     return ref
 
 
-def held_out_tracker(tokenizer, world: World, model, cfg: EvalConfig):
-    """evaluate_fn for run_selfplay: the defender's held-out numbers, cheaply."""
-    judge = Judge(world)
-
-    def evaluate_fn(iteration: int) -> dict:
-        results = evaluate_defender(model, tokenizer, world, judge, cfg)
-        return {key: results[key] for key in TRACKED} | {k: v for k, v in results.items() if k.startswith("asr/")}
-    return evaluate_fn
+def held_out_numbers(model, tokenizer, world: World, cfg: EvalConfig) -> dict:
+    """The defender's held-out numbers, logged under eval/ during training (cheaper than `evaluate`)."""
+    results = evaluate_defender(model, tokenizer, world, Judge(world), cfg)
+    return {key: results[key] for key in TRACKED} | {k: v for k, v in results.items() if k.startswith("asr/")}
 
 
 def ptx_data(cfg: RunConfig, world: World, tokenizer):
@@ -113,7 +110,7 @@ def ptx_data(cfg: RunConfig, world: World, tokenizer):
 
 def make_game(cfg: RunConfig, model, tokenizer, world: World, frozen_attacker=None, frozen_defender=None) -> SelfPlay:
     ref = frozen_copy(model)
-    optimizer = make_optimizer(model, cfg.ppo)
+    optimizer = ppo_optimizer(model, cfg.ppo)
     ptx = ptx_data(cfg, world, tokenizer) if cfg.selfplay.ptx_coef > 0 and frozen_defender is None else None
     return SelfPlay(model, ref, tokenizer, world, cfg.selfplay, cfg.ppo, optimizer, seed=cfg.seed,
                     frozen_attacker=frozen_attacker, frozen_defender=frozen_defender, ptx_data=ptx)
@@ -209,13 +206,13 @@ def restore(game: SelfPlay, state: dict, path: str) -> list[dict]:
         raise CheckpointError(f"{path} is a broken run checkpoint ({type(e).__name__}: {first})") from None
 
 
-def write_metrics(out_dir: str, history: list[dict], mode: str = "w") -> None:
-    """Metrics to selfplay_metrics.jsonl, their time/* fields to selfplay_timing.jsonl.
+def write_metrics(out_dir: str, history: list[dict], mode: str = "w", name: str = "selfplay") -> None:
+    """Metrics to {name}_metrics.jsonl, their time/* fields to {name}_timing.jsonl.
 
     Keys are sorted and timings kept apart, so that the metrics file of a run
     is the same bytes whenever the run is repeated or resumed."""
-    with open(os.path.join(out_dir, "selfplay_metrics.jsonl"), mode) as metrics, \
-         open(os.path.join(out_dir, "selfplay_timing.jsonl"), mode) as timing:
+    with open(os.path.join(out_dir, f"{name}_metrics.jsonl"), mode) as metrics, \
+         open(os.path.join(out_dir, f"{name}_timing.jsonl"), mode) as timing:
         for m in history:
             metrics.write(json.dumps({k: v for k, v in m.items() if not k.startswith("time/")}, sort_keys=True) + "\n")
             timing.write(json.dumps({k: v for k, v in m.items() if k == "iteration" or k.startswith("time/")}) + "\n")
@@ -226,32 +223,45 @@ def _non_finite(e: Exception) -> bool:
     return isinstance(e, FloatingPointError) or (isinstance(e, ValueError) and str(e).startswith("non-finite"))
 
 
-def selfplay_stage(cfg: RunConfig, game: SelfPlay, history: list[dict], tracker, device) -> list[dict]:
-    """Play the remaining iterations, checkpointing as we go; return every iteration's metrics.
+def selfplay_stage(cfg: RunConfig, game: SelfPlay, device, history: list[dict] | None = None,
+                   evaluate_every: int | None = None, checkpoints: bool = True, name: str = "selfplay") -> list[dict]:
+    """The self-play loop, up to `cfg.selfplay.iterations`: play, learn, evaluate, log, checkpoint.
 
-    `history` holds the metrics of the iterations already played (a restored game's)."""
+    `history` holds the metrics of the iterations already played (a restored game's).
+    Held-out numbers join the metrics every `evaluate_every` iterations (default
+    `cfg.selfplay.eval_every`; 0 = never) and after the last one. With `checkpoints`,
+    out_dir/checkpoint.pt is written every `cfg.checkpoint_every` iterations and at the end.
+    Returns every iteration's metrics; `name` names the metrics files (`write_metrics`).
+    """
     path = os.path.join(cfg.out_dir, "checkpoint.pt")
+    history = history or []
     total = cfg.selfplay.iterations
+    every = cfg.selfplay.eval_every if evaluate_every is None else evaluate_every
     saved_at = game.iteration if history else None  # a restored game sits at its checkpoint
-    write_metrics(cfg.out_dir, history)  # a resumed run drops the lines written after its checkpoint
-
-    def on_iteration(game, metrics):
-        nonlocal saved_at
-        history.append(metrics)
-        write_metrics(cfg.out_dir, [metrics], mode="a")
-        every = cfg.checkpoint_every
-        if (every and game.iteration % every == 0) or game.iteration == total:
-            save_run(path, cfg, game, history, device)
-            saved_at = game.iteration
-
+    write_metrics(cfg.out_dir, history, name=name)  # a resumed run drops the lines written after its checkpoint
+    label = "self-play" if name == "selfplay" else name.replace("_", " ")
+    progress = tqdm(range(game.iteration, total), desc=label, dynamic_ncols=True,
+                    initial=game.iteration, total=total)
     try:
-        run_selfplay(game, total - game.iteration, None, tracker, on_iteration)
+        for _ in progress:
+            games = game.play()  # seeds, attacks, replay, answers, judge, pool
+            metrics = game.learn(games)  # one PPO update of both roles (and the PPO-ptx term)
+            if every and (game.iteration % every == 0 or game.iteration == total):
+                metrics.update({f"eval/{k}": v for k, v in held_out_numbers(game.model, game.tokenizer, game.world, cfg.eval).items()})
+            history.append(metrics)
+            write_metrics(cfg.out_dir, [metrics], mode="a", name=name)
+            progress.set_postfix(asr=f"{metrics['game/asr']:.2f}", over_refusal=f"{metrics['game/over_refusal']:.2f}",
+                                 kl=f"{metrics.get('defender/kl_to_ref', float('nan')):.2f}")
+            if checkpoints and ((cfg.checkpoint_every and game.iteration % cfg.checkpoint_every == 0)
+                                or game.iteration == total):
+                save_run(path, cfg, game, history, device)  # atomic: a crash leaves the previous one
+                saved_at = game.iteration
     except (FloatingPointError, ValueError) as e:
         if not _non_finite(e):
             raise
         last = f"the last good checkpoint is {path} (iteration {saved_at})" if saved_at is not None else \
             "no checkpoint was written yet"
-        raise RunStopped(f"self-play stopped at iteration {game.iteration}: {e}; {last}") from None
+        raise RunStopped(f"{label} stopped at iteration {game.iteration}: {e}; {last}") from None
     return history
 
 
@@ -282,8 +292,7 @@ def run(cfg: RunConfig, log=print) -> dict:
         if state:
             history = restore(game, state, os.path.join(cfg.out_dir, "checkpoint.pt"))
             log(f"self-play: resuming from {cfg.out_dir}/checkpoint.pt at iteration {game.iteration}")
-        tracker = held_out_tracker(tokenizer, world, model, cfg.eval)
-        history = selfplay_stage(cfg, game, history, tracker, device)
+        history = selfplay_stage(cfg, game, device, history)
         checkpoint.save_model(os.path.join(cfg.out_dir, "final.pt"), model, tokenizer,
                               world_seed=world.seed, seed=cfg.seed)
         columns["self-play"] = evaluate(model, tokenizer, world, cfg.eval)

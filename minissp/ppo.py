@@ -38,6 +38,7 @@ Our choice, not the paper's (SSP publishes no PPO details):
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -70,7 +71,7 @@ class PPOConfig:
     minibatch_size: int = 16
     """Sequences per gradient step; the last minibatch of an epoch may be smaller."""
     lr: float = 3e-5
-    """Adam learning rate (see `make_optimizer`)."""
+    """Adam learning rate (see `ppo_optimizer`)."""
     adam_eps: float = 1e-5
     """Adam ε ([37 details]: 1e-5 instead of PyTorch's 1e-8)."""
     temperature: float = 1.0
@@ -128,7 +129,7 @@ class RolloutBatch:
         return self.input_ids.shape[0]
 
 
-def make_optimizer(model: nn.Module, cfg: PPOConfig) -> torch.optim.Adam:
+def ppo_optimizer(model: nn.Module, cfg: PPOConfig) -> torch.optim.Adam:
     return torch.optim.Adam(model.parameters(), lr=cfg.lr, eps=cfg.adam_eps)  # [37 details] Adam ε
 
 
@@ -284,6 +285,66 @@ def _check_finite(where: str, **tensors):
             raise FloatingPointError(f"non-finite {name} in {where}")
 
 
+def advantages_and_returns(batch: RolloutBatch, cfg: PPOConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token advantages and value targets of a rollout batch, both (B, L).
+
+    The score becomes a reward at each response's last token (minus the KL penalty at
+    every token, `kl_shaped_rewards`), GAE turns rewards into advantages, and the
+    advantages are whitened: per role by default, because the two roles share a batch
+    but not a reward scale (our choice; [N details] whitens the whole batch)."""
+    mask = batch.action_mask
+    with torch.no_grad():
+        rewards = kl_shaped_rewards(batch.scores, batch.finished, batch.old_logprobs, batch.ref_logprobs, mask,
+                                    cfg.kl_coef, cfg.missing_eos_penalty)  # (B, L)
+        advantages, returns = gae(rewards, batch.old_values, mask, cfg.gamma, cfg.lam)
+        if cfg.whiten_advantages_per_role:
+            advantages = whiten_per_role(advantages, mask, batch.role)
+        else:
+            advantages = masked_whiten(advantages, mask)
+    return advantages, returns
+
+
+class TokenMeans:
+    """Running per-token means of minibatch statistics, overall ("") and per role ("<role>/").
+
+    Sums stay on the device; `means` reads them back once, at the end of the update,
+    instead of one host sync per minibatch."""
+
+    def __init__(self):
+        self.sums, self.counts = {}, {}  # {(prefix, name): token sum}, {prefix: token count}
+
+    def add(self, stats: dict[str, torch.Tensor], mask: torch.Tensor, role: torch.Tensor) -> None:
+        for prefix, rows in by_role(role):
+            sel = mask & rows[:, None]  # (b, L)
+            self.counts[prefix] = self.counts.get(prefix, 0) + sel.sum()
+            for name, x in stats.items():
+                self.sums[prefix, name] = self.sums.get((prefix, name), 0.0) + torch.where(sel, x, 0.0).sum()
+
+    def means(self) -> dict[str, float]:
+        return {prefix + name: (total / self.counts[prefix]).item()
+                for (prefix, name), total in self.sums.items() if self.counts[prefix] > 0}
+
+
+def rollout_stats(batch: RolloutBatch, returns: torch.Tensor, cfg: PPOConfig) -> dict[str, float]:
+    """What the rollout looked like, overall and per role, before the update changed anything.
+
+    kl_to_ref is the per-response *sum* over response tokens of log pi_rollout - log pi_ref
+    (the k1 estimator, summed, not averaged); score is what the judge paid, the missing-EOS
+    penalty in place of the score of a response that never ended."""
+    mask = batch.action_mask
+    kl_seq = torch.where(mask, batch.old_logprobs - batch.ref_logprobs, 0.0).sum(1)  # (B,)
+    scores = torch.where(batch.finished, batch.scores, cfg.missing_eos_penalty)
+    out = {}
+    for prefix, rows in by_role(batch.role):
+        if rows.any():
+            out[prefix + "kl_to_ref"] = kl_seq[rows].mean().item()
+            out[prefix + "score"] = scores[rows].mean().item()
+            out[prefix + "response_length"] = mask[rows].sum(1).float().mean().item()
+            out[prefix + "eos_rate"] = batch.finished[rows].float().mean().item()
+            out[prefix + "explained_variance"] = explained_variance(batch.old_values, returns, mask & rows[:, None])
+    return out
+
+
 def ppo_update(model, optimizer, batch: RolloutBatch, cfg: PPOConfig, generator=None,
                ptx_loss: Optional[Callable[[], torch.Tensor]] = None, ptx_coef: float = 0.0) -> dict:
     """Several epochs of clipped-PPO minibatch steps on one rollout batch.
@@ -299,36 +360,27 @@ def ppo_update(model, optimizer, batch: RolloutBatch, cfg: PPOConfig, generator=
     if any(isinstance(m, nn.Dropout) and m.p > 0 for m in model.modules()):
         raise ValueError("PPO needs dropout off: logprobs must be the rollout's ([N details])")
     mask = batch.action_mask  # (B, L)
-    old_logprobs = torch.where(mask, batch.old_logprobs, 0.0)  # NaN in masked slots stops here
-    ref_logprobs = torch.where(mask, batch.ref_logprobs, 0.0)
-    old_values = torch.where(mask, batch.old_values, 0.0)
-    _check_finite("the RolloutBatch given to ppo_update", old_logprobs=old_logprobs, ref_logprobs=ref_logprobs,
-                  old_values=old_values, scores=batch.scores[batch.finished])
+    # masked slots may hold anything (NaN included): zero them before any arithmetic
+    batch = dataclasses.replace(batch, old_logprobs=torch.where(mask, batch.old_logprobs, 0.0),
+                                ref_logprobs=torch.where(mask, batch.ref_logprobs, 0.0),
+                                old_values=torch.where(mask, batch.old_values, 0.0))
+    _check_finite("the RolloutBatch given to ppo_update", old_logprobs=batch.old_logprobs,
+                  ref_logprobs=batch.ref_logprobs, old_values=batch.old_values, scores=batch.scores[batch.finished])
+    advantages, returns = advantages_and_returns(batch, cfg)
 
-    with torch.no_grad():
-        rewards = kl_shaped_rewards(batch.scores, batch.finished, old_logprobs, ref_logprobs, mask,
-                                    cfg.kl_coef, cfg.missing_eos_penalty)  # (B, L)
-        advantages, returns = gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
-        # [N details] advantage whitening; per role is our choice (the roles share a batch, not a scale)
-        if cfg.whiten_advantages_per_role:
-            advantages = whiten_per_role(advantages, mask, batch.role)
-        else:
-            advantages = masked_whiten(advantages, mask)
-
-    sums, counts = {}, {}  # {(prefix, metric): token sum}, {prefix: token count}; prefix "" or "<role>/"
-    ptx_losses = []
-    metrics, grad_norms = {}, []
+    token_means, ptx_losses, grad_norms, metrics = TokenMeans(), [], [], {}
     for epoch in range(cfg.epochs):
         # [37 details] each epoch is a shuffled pass over every sample exactly once
         perm = torch.randperm(len(batch), generator=generator)
         for mb, idx in enumerate(perm.split(cfg.minibatch_size)):
             where = f"ppo_update (epoch {epoch + 1}, minibatch {mb + 1})"
             m = mask[idx]  # (b, L)
+            # the current policy's view of the rollout: recomputed with gradients, at the sampling temperature
             logits, values = shifted_logits_and_values(
                 model, batch.input_ids[idx], batch.attention_mask[idx], cfg.temperature)  # (b, L, V), (b, L)
             logprobs = logprobs_of(logits, batch.input_ids[idx, 1:])  # (b, L)
-            pg_tok, ratio = clipped_surrogate(logprobs, old_logprobs[idx], advantages[idx], cfg.clip_range)
-            vf_tok = clipped_value_loss(values, old_values[idx], returns[idx], cfg.clip_range_value)
+            pg_tok, ratio = clipped_surrogate(logprobs, batch.old_logprobs[idx], advantages[idx], cfg.clip_range)
+            vf_tok = clipped_value_loss(values, batch.old_values[idx], returns[idx], cfg.clip_range_value)
             ent_tok = entropy_of(logits)
             pg_loss, vf_loss, entropy = masked_mean(pg_tok, m), masked_mean(vf_tok, m), masked_mean(ent_tok, m)
             _check_finite(where, **{"policy loss": pg_loss, "value loss": vf_loss, "entropy": entropy})
@@ -349,28 +401,14 @@ def ppo_update(model, optimizer, batch: RolloutBatch, cfg: PPOConfig, generator=
                 if epoch == 0 and mb == 0:  # [N details] must be exactly 0: same logprobs as the rollout
                     first_dev = torch.where(m, (ratio - 1).abs(), 0.0).max()
                     metrics["first_minibatch/max_abs_ratio_minus_1"] = first_dev.item()
-                stats = {"policy_loss": pg_tok, "value_loss": vf_tok, "entropy": ent_tok, "ratio": ratio,
-                         "approx_kl": approx_kl(ratio), "clipfrac": ((ratio - 1).abs() > cfg.clip_range).float()}
-                for prefix, rows in by_role(batch.role[idx]):
-                    sel = m & rows[:, None]  # (b, L)
-                    counts[prefix] = counts.get(prefix, 0) + sel.sum()
-                    for key, x in stats.items():
-                        sums[prefix, key] = sums.get((prefix, key), 0.0) + torch.where(sel, x, 0.0).sum()
+                token_means.add({"policy_loss": pg_tok, "value_loss": vf_tok, "entropy": ent_tok, "ratio": ratio,
+                                 "approx_kl": approx_kl(ratio),
+                                 "clipfrac": ((ratio - 1).abs() > cfg.clip_range).float()}, m, batch.role[idx])
             grad_norms.append(grad_norm)
 
-    metrics.update({prefix + key: (total / counts[prefix]).item()
-                    for (prefix, key), total in sums.items() if counts[prefix] > 0})
+    metrics.update(token_means.means())
     metrics["grad_norm"] = torch.stack(grad_norms).mean().item()
     if ptx_losses:
         metrics["ptx/loss"] = torch.stack(ptx_losses).mean().item()
-    # rollout statistics, overall and per role
-    kl_seq = torch.where(mask, old_logprobs - ref_logprobs, 0.0).sum(1)  # (B,)
-    scores = torch.where(batch.finished, batch.scores, cfg.missing_eos_penalty)
-    for prefix, rows in by_role(batch.role):
-        if rows.any():
-            metrics[prefix + "kl_to_ref"] = kl_seq[rows].mean().item()
-            metrics[prefix + "score"] = scores[rows].mean().item()
-            metrics[prefix + "response_length"] = mask[rows].sum(1).float().mean().item()
-            metrics[prefix + "eos_rate"] = batch.finished[rows].float().mean().item()
-            metrics[prefix + "explained_variance"] = explained_variance(old_values, returns, mask & rows[:, None])
+    metrics.update(rollout_stats(batch, returns, cfg))
     return metrics

@@ -185,10 +185,15 @@ class ExperiencePool:
 
 # -------------------- samplers: which entries to replay ----------------------
 
+UCB_C = 0.3
+"""The default exploration constant c (why 0.3 and not UCB1's sqrt(2): the module docstring);
+`SelfPlayConfig.ucb_c` takes its default from here."""
+
+
 class UCBSampler:
     """Top-k by score_i = (1 − r̃_i) + c·sqrt(ln N / n_i); unvisited first; random tie-break."""
 
-    def __init__(self, c: float = 1.0):
+    def __init__(self, c: float = UCB_C):
         if c < 0:
             raise ValueError(f"c must be non-negative, got {c}")
         self.c = c
@@ -219,7 +224,7 @@ class NoReplay:
         return []
 
 
-def make_sampler(name: str, c: float = 1.0):
+def make_sampler(name: str, c: float = UCB_C):
     """"ucb", "uniform" or "none"."""
     samplers = {"ucb": lambda: UCBSampler(c), "uniform": UniformSampler, "none": NoReplay}
     if name not in samplers:

@@ -15,6 +15,10 @@ The loop of SSP (Wang et al. 2026, arXiv 2601.10589), one iteration:
 7. **one PPO update** trains both roles of the one shared model on one batch,
    advantages whitened per role (`ppo.py`).
 
+`SelfPlay.play` is steps 1-6 (the rollout) and `SelfPlay.learn` step 7 (the
+update), kept apart as CleanRL's ppo.py keeps them; the loop that calls them,
+evaluates, logs and checkpoints is `pipeline.selfplay_stage`.
+
 Either role can instead be played by a frozen model, which gives the
 baselines of the experiment: defender-only RL against a frozen attacker
 (`frozen_attacker`), and the adaptive attack, a fresh attacker trained
@@ -36,13 +40,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from .checkpoint import python_rng_from_json, python_rng_to_json
 from .diversity import distinct_n
 from .judge import Judge
 from .ppo import PPOConfig, make_rollout_batch, ppo_update
-from .replay import ExperiencePool, make_sampler, replay_count
+from .replay import UCB_C, Experience, ExperiencePool, make_sampler, replay_count
 from .sampling import Generation, generate
 from .sft import Encoded, lm_loss
 from .world import BENIGN, BORDERLINE, HARMFUL, TRAIN, World
@@ -67,7 +70,7 @@ class SelfPlayConfig:
     """Replay sampler: "ucb", "uniform" or "none"."""
     replay_fraction: float = 0.25
     """Share of the defender's prompts replayed from the pool instead of freshly attacked."""
-    ucb_c: float = 0.3
+    ucb_c: float = UCB_C
     """Exploration constant c of the UCB score (why 0.3 and not UCB1's sqrt(2): `replay.py`)."""
     pool_capacity: int = 512
     """Most attacks the pool holds; the best-mastered one is evicted first."""
@@ -83,6 +86,29 @@ class SelfPlayConfig:
     one gradient clip, so γ weighs the two terms against each other."""
     ptx_batch_size: int = 8
     """Supervised examples in the PPO-ptx term of each PPO minibatch."""
+
+
+@dataclass
+class Games:
+    """One iteration's games, as `SelfPlay.play` recorded them for `SelfPlay.learn`."""
+
+    iteration: int
+    seeds: list[Intent]            # the fresh games' seed intents
+    attacks: list[str]             # the fresh attacks, slots filled (one per seed)
+    replayed: list[Experience]     # the pool entries replayed to the defender
+    attack_gen: Generation         # the attacker's frames, as sampled (len(seeds) rows)
+    defense_gen: Generation        # the defender's answers: fresh attacks first, then replayed
+    fresh: list[tuple]             # judge.score per fresh game: (attacker reward, defender reward, labels)
+    again: list[tuple]             # judge.score per replayed prompt
+    timings: dict[str, float]
+
+    @property
+    def attacker_rewards(self) -> list[float]:
+        return [a for a, _, _ in self.fresh]
+
+    @property
+    def defender_rewards(self) -> list[float]:
+        return [d for _, d, _ in self.fresh + self.again]
 
 
 def draw_seeds(world: World, n: int, harmful_fraction: float, rng: random.Random) -> list[Intent]:
@@ -176,9 +202,9 @@ class SelfPlay:
         return generate(model, prompts, max_new_tokens, self.tokenizer.eos_id, self.tokenizer.pad_id,
                         temperature=self.ppo_cfg.temperature, generator=self.generator)
 
-    def step(self) -> dict:
-        """Play one batch of games and make one PPO update; returns the iteration's metrics."""
-        cfg, timings = self.cfg, {}
+    def play(self) -> Games:
+        """Steps 1-6 of the loop: play one batch of games and record them in the pool."""
+        cfg = self.cfg
         t0 = time.perf_counter()
         # 1-3. seeds, fresh attacks, replayed attacks
         n_replay = replay_count(cfg.seeds_per_iteration, cfg.replay_fraction, len(self.pool))
@@ -187,44 +213,50 @@ class SelfPlay:
         seed_texts = [phrase(intent, self.rng) for intent in seeds]
         attack_gen = self._generate(self.attacker, "attacker", seed_texts, cfg.attack_max_new_tokens)
         frames = [self.tokenizer.response_text(ids) for ids in attack_gen.response_ids.cpu()]
+        # the attacker wrote a frame; the seed request goes into its slots (reversed, leet, ...)
         attacks = [expand_attack(frame, seed) for frame, seed in zip(frames, seed_texts)]
         replay_entries = [self.pool[i] for i in replayed]
-        # 4. the defender answers fresh attacks, then replayed ones
+        # 4. the defender answers fresh attacks, then replayed ones, in one batch
         defender_texts = attacks + [e.prompt for e in replay_entries]
         defense_gen = self._generate(self.defender, "defender", defender_texts, cfg.response_max_new_tokens)
         answers = [self.tokenizer.response_text(ids) for ids in defense_gen.response_ids.cpu()]
-        timings["time/sampling"] = time.perf_counter() - t0
-
-        # 5. judge both roles
         t1 = time.perf_counter()
+
+        # 5. judge both roles; a replayed prompt is judged against its own seed intent
         fresh = [self.judge.score(s, a, r) for s, a, r in zip(seeds, attacks, answers)]
         replay_intents = [self.world.by_id[e.intent] for e in replay_entries]
         again = [self.judge.score(s, e.prompt, r)
                  for s, e, r in zip(replay_intents, replay_entries, answers[len(attacks):])]
-        attacker_rewards = [a for a, _, _ in fresh]
         defender_rewards = [d for _, d, _ in fresh + again]
         # 6. the pool: update what was replayed, then add the new attacks (indices shift on add)
         self.pool.update(replayed, defender_rewards[len(attacks):])
         for seed, text, attack, reward in zip(seeds, seed_texts, attacks, defender_rewards):
             self.pool.add(attack, text, seed.id, HARMFUL if seed.harmful else BENIGN,
                           identify_family(attack), self.iteration, reward)
-        timings["time/judging"] = time.perf_counter() - t1
-
-        # 7. one PPO update on every trained role's sequences
         t2 = time.perf_counter()
-        update_metrics = self._update(attack_gen, defense_gen, attacker_rewards, defender_rewards)
-        timings["time/ppo"] = time.perf_counter() - t2
+        return Games(self.iteration, seeds, attacks, replay_entries, attack_gen, defense_gen, fresh, again,
+                     {"time/sampling": t1 - t0, "time/judging": t2 - t1})
 
-        metrics = {"iteration": self.iteration, **update_metrics, **timings,
-                   **self._game_metrics(seeds, attacks, fresh, again, replay_entries),
+    def learn(self, games: Games) -> dict:
+        """Step 7: one PPO update (with the PPO-ptx term) of every trained role on `games`.
+
+        Returns the iteration's metrics: the update's, the games' and the pool's."""
+        t0 = time.perf_counter()
+        update_metrics = self._update(games)
+        timings = {**games.timings, "time/ppo": time.perf_counter() - t0}
+        metrics = {"iteration": games.iteration, **update_metrics, **timings, **self._game_metrics(games),
                    **{f"pool/{k}": v for k, v in self.pool.stats().items()}}
         self.iteration += 1
         return metrics
 
-    def _update(self, attack_gen, defense_gen, attacker_rewards, defender_rewards) -> dict:
+    def step(self) -> dict:
+        """One whole iteration: `learn(play())`."""
+        return self.learn(self.play())
+
+    def _update(self, games: Games) -> dict:
         parts, scores, finished, roles = [], [], [], []
-        for role, gen, rewards in ((ATTACKER_ROLE, attack_gen, attacker_rewards),
-                                   (DEFENDER_ROLE, defense_gen, defender_rewards)):
+        for role, gen, rewards in ((ATTACKER_ROLE, games.attack_gen, games.attacker_rewards),
+                                   (DEFENDER_ROLE, games.defense_gen, games.defender_rewards)):
             if role in self.train_roles:
                 parts.append(gen)
                 scores += rewards
@@ -232,6 +264,7 @@ class SelfPlay:
                 roles += [role] * len(rewards)
         device = parts[0].prompt_ids.device
         ids, mask, actions = stack_for_ppo(parts, self.tokenizer.pad_id)
+        # the rollout policy's and the reference's logprobs, and the critic's values, before any update
         batch = make_rollout_batch(self.model, self.ref_model, ids, mask, actions,
                                    torch.tensor(scores, device=device), torch.cat(finished),
                                    torch.tensor(roles, device=device), self.ppo_cfg)
@@ -281,20 +314,21 @@ class SelfPlay:
             self.ptx_batches.pending = json.loads(state["ptx_pending"])
         self.iteration = int(state["iteration"])
 
-    def _game_metrics(self, seeds, attacks, fresh, again, replay_entries) -> dict:
+    def _game_metrics(self, games: Games) -> dict:
+        seeds, attacks, fresh, again = games.seeds, games.attacks, games.fresh, games.again
         harmful = [i for i, s in enumerate(seeds) if s.harmful]
         benign = [i for i, s in enumerate(seeds) if not s.harmful]
         labels = [lab for _, _, lab in fresh]
         families = [identify_family(attacks[i]) for i in harmful]
         out = {
-            "attacker/reward": float(np.mean([a for a, _, _ in fresh])) if fresh else float("nan"),
-            "defender/reward": float(np.mean([d for _, d, _ in fresh + again])),
+            "attacker/reward": float(np.mean(games.attacker_rewards)) if fresh else float("nan"),
+            "defender/reward": float(np.mean(games.defender_rewards)),
             "game/asr": _mean(labels[i].response_harmful for i in harmful),
             "game/refusal_harmful": _mean(labels[i].response_refusal for i in harmful),
             "game/over_refusal": _mean(labels[i].response_refusal for i in benign),
             "game/keeps_intent": _mean(self.judge.keeps_seed_label(seeds[i], attacks[i]) for i in range(len(seeds))),
             "game/attack_distinct2": distinct_n([attacks[i] for i in harmful]),
-            "replay/asr": _mean(lab.response_harmful for (_, _, lab), e in zip(again, replay_entries)
+            "replay/asr": _mean(lab.response_harmful for (_, _, lab), e in zip(again, games.replayed)
                                 if e.label == HARMFUL),
             "replay/count": float(len(again)),
         }
@@ -306,32 +340,3 @@ class SelfPlay:
 def _mean(flags) -> float:
     flags = list(flags)
     return float(np.mean(flags)) if flags else float("nan")
-
-
-def run_selfplay(game: SelfPlay, iterations: int, metrics_path: str | None = None, evaluate_fn=None,
-                 on_iteration=None) -> list[dict]:
-    """Run `iterations` more steps with a progress bar; append each step's metrics to a JSONL file.
-
-    evaluate_fn(iteration) -> dict is called every `eval_every` iterations and
-    after the last step, and its numbers are logged with the step's metrics
-    under "eval/". on_iteration(game, metrics) is called after each step (the
-    pipeline writes its files and checkpoints there). A game restored from a
-    checkpoint continues from its own iteration.
-    """
-    history, last = [], game.iteration + iterations
-    progress = tqdm(range(game.iteration, last), desc="self-play", dynamic_ncols=True, initial=game.iteration,
-                    total=last)
-    for _ in progress:
-        metrics = game.step()
-        every = game.cfg.eval_every
-        if evaluate_fn is not None and every and (game.iteration % every == 0 or game.iteration == last):
-            metrics.update({f"eval/{k}": v for k, v in evaluate_fn(game.iteration).items()})
-        history.append(metrics)
-        if metrics_path:
-            with open(metrics_path, "a") as f:
-                f.write(json.dumps(metrics) + "\n")
-        progress.set_postfix(asr=f"{metrics['game/asr']:.2f}", over_refusal=f"{metrics['game/over_refusal']:.2f}",
-                             kl=f"{metrics.get('defender/kl_to_ref', float('nan')):.2f}")
-        if on_iteration is not None:
-            on_iteration(game, metrics)
-    return history

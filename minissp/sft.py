@@ -216,7 +216,7 @@ def build_corpora(world: World, cfg: SFTConfig, rng: random.Random) -> dict[str,
     }
 
 
-def make_optimizer(model: GPT, cfg: SFTConfig) -> torch.optim.AdamW:
+def sft_optimizer(model: GPT, cfg: SFTConfig) -> torch.optim.AdamW:
     """AdamW that decays matrices and embeddings only, not biases or LayerNorm gains (as nanoGPT)."""
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
@@ -276,7 +276,7 @@ def run_sft(world: World, model_cfg: GPTConfig, cfg: SFTConfig, out_path: str, s
     try:
         for name, steps in (("capability", cfg.capability_steps), ("alignment", cfg.alignment_steps)):
             # a fresh optimizer per stage, as a fine-tuning run would start
-            optimizer = make_optimizer(model, cfg)
+            optimizer = sft_optimizer(model, cfg)
             train_stage(model, optimizer, name, data[name], steps, cfg, tokenizer, device, rng, log)
     finally:
         if metrics:

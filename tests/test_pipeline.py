@@ -1,5 +1,6 @@
 """Smoke tests of the stages on the tiny preset: they run, they learn a little, they write what they say."""
 
+import copy
 import json
 import os
 import random
@@ -10,8 +11,8 @@ import torch
 from minissp import checkpoint
 from minissp.config import build_config
 from minissp.evaluate import evaluate, format_table
-from minissp.pipeline import make_game, run
-from minissp.selfplay import draw_seeds, run_selfplay, stack_for_ppo
+from minissp.pipeline import make_game, run, selfplay_stage
+from minissp.selfplay import draw_seeds, stack_for_ppo
 from minissp.sampling import generate
 from minissp.sft import run_sft
 from minissp.world import HARMFUL, TRAIN, World
@@ -80,20 +81,24 @@ def test_stack_for_ppo_aligns_actions_with_response_tokens(tiny):
 
 def test_selfplay_smoke_run_logs_every_iteration(tiny, world, tmp_path):
     cfg, model, tokenizer, _, _ = tiny
+    cfg = copy.deepcopy(cfg)
+    cfg.out_dir, cfg.selfplay.iterations = str(tmp_path), 3
     game = make_game(cfg, model, tokenizer, world)
-    path = str(tmp_path / "m.jsonl")
-    history = run_selfplay(game, 3, path, evaluate_fn=lambda it: {"probe": float(it)})
-    lines = [json.loads(line) for line in open(path)]
-    assert len(lines) == 3 == len(history)
+    history = selfplay_stage(cfg, game, torch.device("cpu"), checkpoints=False)
+    lines = [json.loads(line) for line in open(tmp_path / "selfplay_metrics.jsonl")]
+    timings = [json.loads(line) for line in open(tmp_path / "selfplay_timing.jsonl")]
+    assert len(lines) == 3 == len(history) == len(timings)
     for key in ("attacker/reward", "defender/reward", "game/asr", "defender/approx_kl", "attacker/clipfrac",
-                "defender/explained_variance", "pool/size", "time/sampling", "time/ppo", "ptx/loss"):
+                "defender/explained_variance", "pool/size", "ptx/loss"):
         assert key in lines[-1], key
+    assert "time/sampling" in timings[-1] and "time/ppo" in timings[-1] and "time/ppo" not in lines[-1]
+    assert not (tmp_path / "checkpoint.pt").exists()
     assert lines[0]["first_minibatch/max_abs_ratio_minus_1"] == 0.0
     # 8 defender answers per iteration, each one visit of a pool entry; a quarter replayed once the pool has some
     assert [m["pool/total_visits"] for m in lines] == [8.0, 16.0, 24.0]
     assert [m["replay/count"] for m in lines] == [0.0, 2.0, 2.0]
     # eval_every=2 in the tiny preset, and after the last iteration
-    assert [m.get("eval/probe") for m in lines] == [None, 2.0, 3.0]
+    assert [m.get("eval/helpfulness") is not None for m in lines] == [False, True, True]
 
 
 def test_frozen_roles(tiny, world):

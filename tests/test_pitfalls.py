@@ -28,7 +28,7 @@ from minissp.config import build_config
 from minissp.judge import Judge
 from minissp.model import GPT, GPTConfig
 from minissp.pipeline import make_game, supervised_model
-from minissp.ppo import PPOConfig, make_optimizer, make_rollout_batch, ppo_update, sequence_logprobs_and_values
+from minissp.ppo import PPOConfig, ppo_optimizer, make_rollout_batch, ppo_update, sequence_logprobs_and_values
 from minissp.sampling import generate
 from minissp.world import BENIGN, HARMFUL, TRAIN, World
 from minissp.world.intents import phrase
@@ -114,7 +114,7 @@ def test_rollout_reference_logprobs_are_the_references_own():
     torch.testing.assert_close(batch.old_values[action], pol_v[action], atol=1e-5, rtol=0)
     # the KL the update reports is the rollout's log pi - log pi_ref, summed per sequence, averaged
     learner = copy.deepcopy(policy).train()
-    metrics = ppo_update(learner, make_optimizer(learner, cfg), batch, cfg, generator=torch.Generator().manual_seed(0))
+    metrics = ppo_update(learner, ppo_optimizer(learner, cfg), batch, cfg, generator=torch.Generator().manual_seed(0))
     expected = torch.where(action, pol_lp - ref_lp, 0.0).sum(1)  # (B,)
     assert metrics["kl_to_ref"] == pytest.approx(expected.mean().item(), abs=1e-5)
     assert metrics["defender/kl_to_ref"] == pytest.approx(expected[role == 1].mean().item(), abs=1e-5)

@@ -10,7 +10,7 @@ import torch
 from minissp.model import GPT, GPTConfig
 from minissp.ppo import (
     PPOConfig, RolloutBatch, clipped_surrogate, clipped_value_loss, gae, kl_shaped_rewards,
-    make_optimizer, make_rollout_batch, masked_mean, masked_whiten, ppo_update,
+    ppo_optimizer, make_rollout_batch, masked_mean, masked_whiten, ppo_update,
     sequence_logprobs_and_values, whiten_per_role,
 )
 
@@ -161,8 +161,8 @@ def test_masked_slots_with_nan_change_neither_loss_nor_gradients():
     dirty.old_logprobs[outside] = float("nan")
     dirty.ref_logprobs[outside] = 1e6
     dirty.old_values[outside] = float("inf")
-    m_a = ppo_update(model_a, make_optimizer(model_a, cfg), clean, cfg, torch.Generator().manual_seed(0))
-    m_b = ppo_update(model_b, make_optimizer(model_b, cfg), dirty, cfg, torch.Generator().manual_seed(0))
+    m_a = ppo_update(model_a, ppo_optimizer(model_a, cfg), clean, cfg, torch.Generator().manual_seed(0))
+    m_b = ppo_update(model_b, ppo_optimizer(model_b, cfg), dirty, cfg, torch.Generator().manual_seed(0))
     assert m_a == m_b
     for p_a, p_b in zip(model_a.parameters(), model_b.parameters()):
         assert torch.equal(p_a, p_b)
@@ -201,7 +201,7 @@ def test_first_minibatch_ratio_is_exactly_one():
     cfg = PPOConfig(epochs=1, minibatch_size=12, temperature=0.7)
     model = tiny_gpt(n_layer=2)
     batch = rollout(model, cfg)
-    metrics = ppo_update(model, make_optimizer(model, cfg), batch, cfg, torch.Generator().manual_seed(0))
+    metrics = ppo_update(model, ppo_optimizer(model, cfg), batch, cfg, torch.Generator().manual_seed(0))
     assert metrics["first_minibatch/max_abs_ratio_minus_1"] == 0.0
     assert metrics["clipfrac"] == 0.0 and metrics["approx_kl"] == 0.0
     for role in ("attacker", "defender"):
@@ -210,7 +210,7 @@ def test_first_minibatch_ratio_is_exactly_one():
     # with several minibatches of several epochs, only the very first is guaranteed to be on-policy
     cfg = PPOConfig(epochs=2, minibatch_size=5, temperature=0.7)
     batch = rollout(model, cfg, seed=3)
-    metrics = ppo_update(model, make_optimizer(model, cfg), batch, cfg, torch.Generator().manual_seed(0))
+    metrics = ppo_update(model, ppo_optimizer(model, cfg), batch, cfg, torch.Generator().manual_seed(0))
     assert metrics["first_minibatch/max_abs_ratio_minus_1"] == 0.0
     assert metrics["approx_kl"] > 0
 
@@ -235,7 +235,7 @@ def test_each_epoch_is_a_shuffled_pass_over_every_sample_once():
     batch = make_rollout_batch(model, model, ids, attn, action, torch.zeros(10), finished,
                                torch.zeros(10, dtype=torch.long), cfg)
     model.seen.clear()
-    ppo_update(model, make_optimizer(model, cfg), batch, cfg, torch.Generator().manual_seed(0))
+    ppo_update(model, ppo_optimizer(model, cfg), batch, cfg, torch.Generator().manual_seed(0))
     epochs = [sum(model.seen[i:i + 3], []) for i in (0, 3, 6)]  # 3 minibatches (4 + 4 + 2) per epoch
     for seen in epochs:
         assert sorted(seen) == list(range(2, 12))
@@ -249,10 +249,10 @@ def test_nan_guard_names_where_it_happened():
     with torch.no_grad():
         model.transformer.wpe.weight[0, 0] = float("nan")
     with pytest.raises(FloatingPointError, match=r"non-finite policy loss in ppo_update \(epoch 1, minibatch 1\)"):
-        ppo_update(model, make_optimizer(model, cfg), batch, cfg)
+        ppo_update(model, ppo_optimizer(model, cfg), batch, cfg)
     batch.scores[batch.finished.nonzero()[0]] = float("inf")
     with pytest.raises(FloatingPointError, match="non-finite scores"):
-        ppo_update(tiny_gpt(), make_optimizer(model, cfg), batch, cfg)
+        ppo_update(tiny_gpt(), ppo_optimizer(model, cfg), batch, cfg)
 
 
 def test_rollout_batch_rejects_an_action_on_a_pad():
@@ -273,7 +273,7 @@ def train_bandit(role, targets, iterations=50, B=64, seed=0):
     model = tiny_gpt(seed)
     ref = copy.deepcopy(model).requires_grad_(False)
     cfg = PPOConfig(lr=1e-3, epochs=4, minibatch_size=16)
-    optimizer = make_optimizer(model, cfg)
+    optimizer = ppo_optimizer(model, cfg)
     g = torch.Generator().manual_seed(seed)
     prompt = torch.stack([role + 2, torch.full((B,), 7), torch.full((B,), 8)], 1)  # (B, 3)
     target = torch.tensor(targets)[role]  # (B,)
@@ -324,7 +324,7 @@ def ptx_update(coef, max_grad_norm=0.5):
         return torch.nn.functional.cross_entropy(logits.flatten(0, 1), ids[:, 1:].flatten())
 
     before = [p.detach().clone() for p in model.parameters()]
-    metrics = ppo_update(model, make_optimizer(model, cfg), batch, cfg, torch.Generator().manual_seed(0),
+    metrics = ppo_update(model, ppo_optimizer(model, cfg), batch, cfg, torch.Generator().manual_seed(0),
                          ptx_loss=ptx_loss if coef else None, ptx_coef=coef)
     return torch.cat([(p.detach() - b).flatten() for p, b in zip(model.parameters(), before)]), metrics
 

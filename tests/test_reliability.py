@@ -285,12 +285,12 @@ def test_train_py_subprocess_exits_nonzero_with_one_line_and_no_traceback(tmp_pa
 def poison_from(monkeypatch):
     """poison_from(where, it): a NaN in the defender's reward or in the PPO entropy from self-play iteration `it`."""
     current = {"iteration": -1}
-    step = SelfPlay.step
+    play = SelfPlay.play
 
-    def tracked_step(self):
+    def tracked_play(self):
         current["iteration"] = self.iteration
-        return step(self)
-    monkeypatch.setattr(SelfPlay, "step", tracked_step)
+        return play(self)
+    monkeypatch.setattr(SelfPlay, "play", tracked_play)
 
     def poison(where, it):
         bad = lambda: current["iteration"] >= it  # noqa: E731

@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 
+from minissp.selfplay import SelfPlayConfig
 from minissp.replay import (
     ExperiencePool, NoReplay, UCBSampler, UniformSampler, make_sampler, replay_count,
 )
@@ -131,6 +132,8 @@ def test_no_replay_and_small_pools():
     empty = ExperiencePool(3)
     assert UCBSampler().sample(empty, 2, rng) == [] and UniformSampler().sample(empty, 2, rng) == []
     assert isinstance(make_sampler("ucb", c=2.0), UCBSampler) and make_sampler("ucb", c=2.0).c == 2.0
+    # one default for c, wherever a sampler is made
+    assert UCBSampler().c == make_sampler("ucb").c == SelfPlayConfig().ucb_c == 0.3
     with pytest.raises(ValueError):
         make_sampler("greedy")
 
