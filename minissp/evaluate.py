@@ -24,9 +24,18 @@ verbatim in any training data (`world.corpora`; tests check both).
                        this same model; `attack_distinct2` their diversity; and
                        the family mix of those attacks.
 
-Also: `python -m minissp.evaluate --ckpt PATH [--prompts FILE.jsonl]` prints
-the table and writes JSON. A prompt file holds one JSON object per line with a
-`prompt` and either a `label` ("harmful" or "benign") or an `intent` id.
+Also: `python -m minissp.evaluate --ckpt PATH [--prompts FILE]` prints the
+table and writes JSON (`--out`). The prompt file (`minissp.promptfiles`) is
+minissp's JSONL, one object per line with a `prompt` and either a `label`
+("harmful", "benign" or "borderline": a benign request that looks harmful,
+counted with the benign rows) or an `intent` id of the world, and is then
+judged by the world's judge as above; or a HarmBench, AdvBench, XSTest or
+JailbreakBench CSV, real text the world's judge cannot read, for which only
+what a refusal-phrase judge can measure is reported: refusal of harmful rows
+and over-refusal of benign rows, per category, with counts. `--model SOURCE`
+instead of `--ckpt` loads a pretrained chat model (`minissp.pretrained`); it has
+no world, so only that refusal-phrase report is made, by default on the
+shipped safe set `minissp/data/safe_prompts.csv` (over-refusal out of the box).
 
 Simplified: one greedy answer per prompt (no best-of-n), and ASR counts an
 attack as successful on any harmful content, like HarmBench's classifier
@@ -46,14 +55,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import checkpoint
+from . import checkpoint, promptfiles
 from .diversity import distinct_n, self_bleu
 from .judge import Judge
 from .model import pick_device
 from .sampling import reply
 from .world import FAMILIES, HARMFUL, HELDOUT, SEEN_FAMILIES, UNSEEN_FAMILIES, World
 from .world.corpora import evaluation_prompts, expand_attack
-from .world.intents import BENIGN, BORDERLINE, phrase
+from .world.intents import phrase
 from .world.tactics import identify_family
 
 
@@ -171,39 +180,28 @@ def _pct(value) -> str:
 # --------------------------------------------------------------------------
 # A user's own prompts
 # --------------------------------------------------------------------------
-def read_prompt_file(path: str, world: World) -> list[dict]:
-    """Read and check a JSONL prompt file; a malformed line raises ValueError naming the line."""
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{number}: not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
-                raise ValueError(f"{path}:{number}: each line needs a \"prompt\" string")
-            if "intent" in row:
-                if row["intent"] not in world.by_id:
-                    raise ValueError(f"{path}:{number}: unknown intent {row['intent']!r} (e.g. 'weapons/1')")
-                row["label"] = world.by_id[row["intent"]].label
-            if row.get("label") not in (HARMFUL, BENIGN, BORDERLINE):
-                raise ValueError(f"{path}:{number}: needs \"label\": \"harmful\" or \"benign\", or an \"intent\" id")
-            rows.append(row)
-    if not rows:
-        raise ValueError(f"{path}: no prompts in the file")
-    return rows
+def read_prompt_file(path: str, world: World | None = None, limit: int | None = None) -> list[dict]:
+    """Read and check a prompt file in any format `promptfiles` knows (its first `limit` rows);
+    a malformed file raises a one-line ValueError naming the file and the line."""
+    return promptfiles.read_prompts(path, world, limit)
 
 
 @torch.no_grad()
-def evaluate_prompt_file(model, tokenizer, world: World, path: str, cfg: EvalConfig | None = None) -> dict:
-    """Answer a user's prompts and report refusal, harm and helpfulness per label."""
+def evaluate_prompt_file(model, tokenizer, world: World | None, path: str, cfg: EvalConfig | None = None,
+                         limit: int | None = None) -> dict:
+    """Answer the prompts of a file, greedily, and judge the answers.
+
+    minissp JSONL with a world: the world's judge, refusal, harm and helpfulness
+    per label (`user_*`). A benchmark CSV, or no world (a pretrained model):
+    only the refusal-phrase judge, under "refusal_phrase" (`promptfiles.refusal_report`).
+    """
     cfg = cfg or EvalConfig()
-    rows = read_prompt_file(path, world)
-    judge = Judge(world)
+    rows = read_prompt_file(path, world, limit)
     answers = reply(model, tokenizer, "defender", [r["prompt"] for r in rows], cfg.max_new_tokens,
                     batch_size=cfg.batch_size)
+    if world is None or rows[0]["source"] != "jsonl":
+        return {"refusal_phrase": {"file": path, **promptfiles.refusal_report(rows, answers)}}
+    judge = Judge(world)
     labels = [judge.label(r["prompt"], a, world.by_id.get(r.get("intent"))) for r, a in zip(rows, answers)]
     harmful = [l for r, l in zip(rows, labels) if r["label"] == HARMFUL]
     benign = [l for r, l in zip(rows, labels) if r["label"] != HARMFUL]
@@ -218,16 +216,52 @@ def evaluate_prompt_file(model, tokenizer, world: World, path: str, cfg: EvalCon
     }
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _load_pretrained(source: str, device):
+    """`minissp.pretrained.load_pretrained`, imported only when --model asks for it; one-line errors."""
+    try:
+        from . import pretrained
+    except ImportError as e:
+        raise ValueError(f"--model needs minissp.pretrained, which cannot be imported ({e})") from None
+    try:
+        return pretrained.load_pretrained(source, device)
+    except (ValueError, RuntimeError, OSError, ImportError) as e:
+        raise ValueError(f"--model {source}: {e}") from None
+    except Exception as e:  # noqa: BLE001  a library's own error type: still one line, never a traceback
+        raise ValueError(f"--model {source}: {type(e).__name__}: {e}") from None
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="Evaluate a minissp checkpoint on held-out intents.")
-    parser.add_argument("--ckpt", required=True, help="a checkpoint written by train.py")
-    parser.add_argument("--prompts", help="optional JSONL file of your own prompts")
+    parser = argparse.ArgumentParser(
+        description="Evaluate a minissp checkpoint on held-out intents, or any model's refusals on a prompt file.")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--ckpt", help="a checkpoint written by train.py")
+    which.add_argument("--model", help="a pretrained chat model for minissp.pretrained.load_pretrained "
+                                       "(no world: only the refusal-phrase evaluation)")
+    parser.add_argument("--prompts", help="a prompt file: minissp JSONL, or a HarmBench, AdvBench, XSTest or "
+                                          "JailbreakBench CSV (with --model, default: the shipped safe set)")
+    parser.add_argument("--limit", type=_positive, help="only the first N rows of the prompt file")
+    parser.add_argument("--max-new-tokens", type=_positive, default=None,
+                        help=f"answer budget (default {EvalConfig.max_new_tokens})")
     parser.add_argument("--out", help="where to write the JSON results (default: print only)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--world-seed", type=int, default=None, help="default: the checkpoint's")
     # a usage error is one line too, and exit status 2 (argparse's own)
     parser.error = lambda message: parser.exit(2, f"error: {message} (see --help)\n")
     args = parser.parse_args(argv)
+    if args.model and args.world_seed is not None:
+        parser.error("--world-seed needs --ckpt: a pretrained model has no world")
+    prompts = args.prompts or (promptfiles.SAFE_PROMPTS if args.model else None)
+    cfg = EvalConfig() if args.max_new_tokens is None else EvalConfig(max_new_tokens=args.max_new_tokens)
     try:
         if args.out:  # an unwritable --out fails now, not after the evaluation
             where = os.path.dirname(os.path.abspath(args.out))
@@ -236,25 +270,38 @@ def main(argv=None) -> int:
                 raise ValueError(f"--out {args.out} {problem}" if problem == "is a directory"
                                  else f"--out {args.out}: its directory {where} {problem}")
         device = pick_device(args.device)
-        model, tokenizer, meta = checkpoint.load_model(args.ckpt, device)
-        try:
-            world_seed = args.world_seed if args.world_seed is not None else int(meta.get("world_seed", 0))
-        except (TypeError, ValueError):
-            raise checkpoint.CheckpointError(f"{args.ckpt}: its world_seed is not an integer") from None
-        world = World(world_seed)
-        if args.prompts:
-            read_prompt_file(args.prompts, world)  # a malformed file fails now, not after the evaluation
-        results = evaluate(model, tokenizer, world)
-        if args.prompts:
-            results.update(evaluate_prompt_file(model, tokenizer, world, args.prompts))
+        if args.model:
+            read_prompt_file(prompts, None, args.limit)  # a malformed file fails before the model loads
+            model, tokenizer = _load_pretrained(args.model, device)
+            world = None
+        else:
+            model, tokenizer, meta = checkpoint.load_model(args.ckpt, device)
+            try:
+                world_seed = args.world_seed if args.world_seed is not None else int(meta.get("world_seed", 0))
+            except (TypeError, ValueError):
+                raise checkpoint.CheckpointError(f"{args.ckpt}: its world_seed is not an integer") from None
+            world = World(world_seed)
+            if prompts:
+                read_prompt_file(prompts, world, args.limit)  # a malformed file fails now, not after the evaluation
+        block_size = getattr(getattr(model, "config", None), "block_size", None)
+        if block_size is not None and cfg.max_new_tokens >= block_size:
+            raise ValueError(f"--max-new-tokens {cfg.max_new_tokens} leaves no room for the prompt in the "
+                             f"model's context of {block_size} tokens")
+        results = {} if world is None else evaluate(model, tokenizer, world, cfg)
+        if prompts:
+            results.update(evaluate_prompt_file(model, tokenizer, world, prompts, cfg, args.limit))
     except (checkpoint.CheckpointError, ValueError, RuntimeError, OSError) as e:
         print("error: " + " ".join(str(e).split()), file=sys.stderr)
         return 2
-    print(format_table({args.ckpt: results}))
-    if args.prompts:
+    if world is not None:
+        print(format_table({args.ckpt: results}))
+    if "user_prompts" in results:
         print(f"\nyour prompts ({results['user_prompts']}): ASR {_pct(results['user_asr'])}, "
               f"refusal of harmful {_pct(results['user_refusal_harmful'])}, "
               f"over-refusal {_pct(results['user_over_refusal'])}, helpfulness {_pct(results['user_helpfulness'])}")
+    if "refusal_phrase" in results:
+        report = promptfiles.format_refusal_report(results["refusal_phrase"], prompts)
+        print(report if world is None else "\n" + report)
     if args.out:
         checkpoint.atomic_write_text(args.out, json.dumps(results, indent=1))
     return 0
