@@ -68,6 +68,11 @@ class RunConfig:
     """Self-play iterations between checkpoints of the run, out_dir/checkpoint.pt (0 = only at the end)."""
     resume: bool = True
     """Continue from out_dir/checkpoint.pt when it exists (false: start over and overwrite it)."""
+    logger: str = "none"
+    """"wandb" also sends every metric line and the final tables to Weights & Biases (`tracking.py`;
+    WANDB_MODE=offline works with no network); the JSONL files are written either way."""
+    wandb_project: str = "minissp"
+    """The W&B project of logger=wandb."""
     model: GPTConfig = field(default_factory=GPTConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
@@ -97,6 +102,7 @@ class RunConfig:
         block = self.model.block_size
         checks = [
             ("selfplay.replay", self.selfplay.replay in ("ucb", "uniform", "none"), "must be ucb, uniform or none"),
+            ("logger", self.logger in ("none", "wandb"), "must be none or wandb"),
             ("model.n_head", self.model.n_embd % self.model.n_head == 0,
              f"must divide model.n_embd={self.model.n_embd}"),
             ("model.dropout", self.model.dropout == 0 or self.stage == "sft", "must be 0 for self-play (PPO)"),

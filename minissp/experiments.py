@@ -86,7 +86,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import checkpoint, plots
+from . import checkpoint, plots, tracking
 from .config import (ConfigError, RunConfig, build_config, from_json, sft_fingerprint, source_digest, to_dict,
                      to_json)
 from .diversity import distinct_n, self_bleu
@@ -561,8 +561,11 @@ def run_grid(overrides: list[str], seeds: list[int], methods: list[str], adaptiv
     if changed:  # a worker started after the edit may have run the new code under the old fingerprint
         print("warning: minissp/ was edited while the grid ran; the table is labelled with the code at its start "
               "(results.json: sources_changed_during_run), and the next run reruns every cell", file=sys.stderr)
-    return write_report(results, configs, adaptive_iterations, out, workers, threads, start, fresh, command,
-                        sources, changed)
+    report = write_report(results, configs, adaptive_iterations, out, workers, threads, start, fresh, command,
+                          sources, changed)
+    if configs[seeds[0]].logger == "wandb":
+        tracking.log_grid(report, results, configs, out)
+    return report
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,10 +31,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import checkpoint
+from . import checkpoint, tracking
 from .checkpoint import CheckpointError
 from .config import ConfigError, RunConfig, sft_fingerprint, to_json
-from .evaluate import EvalConfig, evaluate, evaluate_defender, format_table
+from .evaluate import SUMMARY, EvalConfig, evaluate, evaluate_defender, format_table
 from .judge import Judge
 from .model import pick_device
 from .ppo import ppo_optimizer
@@ -45,7 +45,7 @@ from .world.corpora import capability_corpus
 
 TRACKED = ("helpfulness", "refusal_harmful", "over_refusal_borderline", "over_refusal_adversarial_benign",
            "asr_seen", "asr_unseen")
-RESUMABLE_KEYS = ("out_dir", "sft_cache_dir", "threads", "checkpoint_every", "resume")
+RESUMABLE_KEYS = ("out_dir", "sft_cache_dir", "threads", "checkpoint_every", "resume", "logger", "wandb_project")
 """Config keys a resumed run may change: none of them changes what is computed."""
 
 
@@ -224,15 +224,18 @@ def _non_finite(e: Exception) -> bool:
 
 
 def selfplay_stage(cfg: RunConfig, game: SelfPlay, device, history: list[dict] | None = None,
-                   evaluate_every: int | None = None, checkpoints: bool = True, name: str = "selfplay") -> list[dict]:
+                   evaluate_every: int | None = None, checkpoints: bool = True, name: str = "selfplay",
+                   tracker: tracking.Tracker | None = None) -> list[dict]:
     """The self-play loop, up to `cfg.selfplay.iterations`: play, learn, evaluate, log, checkpoint.
 
     `history` holds the metrics of the iterations already played (a restored game's).
     Held-out numbers join the metrics every `evaluate_every` iterations (default
     `cfg.selfplay.eval_every`; 0 = never) and after the last one. With `checkpoints`,
     out_dir/checkpoint.pt is written every `cfg.checkpoint_every` iterations and at the end.
-    Returns every iteration's metrics; `name` names the metrics files (`write_metrics`).
+    Returns every iteration's metrics; `name` names the metrics files (`write_metrics`);
+    `tracker` also receives each line (logger=wandb).
     """
+    tracker = tracker or tracking.Tracker()
     path = os.path.join(cfg.out_dir, "checkpoint.pt")
     history = history or []
     total = cfg.selfplay.iterations
@@ -250,6 +253,7 @@ def selfplay_stage(cfg: RunConfig, game: SelfPlay, device, history: list[dict] |
                 metrics.update({f"eval/{k}": v for k, v in held_out_numbers(game.model, game.tokenizer, game.world, cfg.eval).items()})
             history.append(metrics)
             write_metrics(cfg.out_dir, [metrics], mode="a", name=name)
+            tracker.log(metrics)
             progress.set_postfix(asr=f"{metrics['game/asr']:.2f}", over_refusal=f"{metrics['game/over_refusal']:.2f}",
                                  kl=f"{metrics.get('defender/kl_to_ref', float('nan')):.2f}")
             if checkpoints and ((cfg.checkpoint_every and game.iteration % cfg.checkpoint_every == 0)
@@ -284,7 +288,12 @@ def run(cfg: RunConfig, log=print) -> dict:
     os.makedirs(cfg.out_dir, exist_ok=True)
     world = World(cfg.world_seed)
 
+    tracker = tracking.start(cfg)
+    sft_metrics = os.path.join(cfg.out_dir, "sft_metrics.jsonl")
+    trained_before = os.path.getmtime(sft_metrics) if os.path.exists(sft_metrics) else None
     model, tokenizer, sft_path = supervised_model(cfg, world, device, log)
+    if os.path.exists(sft_metrics) and os.path.getmtime(sft_metrics) != trained_before:  # this run trained it
+        tracker.log_file(sft_metrics, "sft/")
     checkpoint.atomic_write_text(os.path.join(cfg.out_dir, "config.json"), to_json(cfg))
     columns = {"supervised": evaluate(model, tokenizer, world, cfg.eval)}
     if cfg.stage in ("selfplay", "all"):
@@ -292,7 +301,7 @@ def run(cfg: RunConfig, log=print) -> dict:
         if state:
             history = restore(game, state, os.path.join(cfg.out_dir, "checkpoint.pt"))
             log(f"self-play: resuming from {cfg.out_dir}/checkpoint.pt at iteration {game.iteration}")
-        history = selfplay_stage(cfg, game, device, history)
+        history = selfplay_stage(cfg, game, device, history, tracker=tracker)
         checkpoint.save_model(os.path.join(cfg.out_dir, "final.pt"), model, tokenizer,
                               world_seed=world.seed, seed=cfg.seed)
         columns["self-play"] = evaluate(model, tokenizer, world, cfg.eval)
@@ -303,6 +312,9 @@ def run(cfg: RunConfig, log=print) -> dict:
                "wall_time_s": time.time() - start, "peak_memory_gb": peak_memory_gb(), "device": str(device)}
     checkpoint.atomic_write_text(os.path.join(cfg.out_dir, "results.json"), json.dumps(results, indent=1))
     checkpoint.atomic_write_text(os.path.join(cfg.out_dir, "results.md"), table + "\n")
+    header, rows = tracking.results_rows(columns, tuple(key for key, _ in SUMMARY))
+    tracker.finish(summary={f"{name}/{k}": v for name, col in columns.items() for k, v in col.items()},
+                   table=rows, columns=header)
     log(table)
     if "self-play" in columns:
         split = columns["self-play"]["timing"]
