@@ -268,13 +268,12 @@ class SelfPlay:
         batch = make_rollout_batch(self.model, self.ref_model, ids, mask, actions,
                                    torch.tensor(scores, device=device), torch.cat(finished),
                                    torch.tensor(roles, device=device), self.ppo_cfg)
-        ptx = None
-        if self.ptx_batches is not None and self.cfg.ptx_coef > 0:
-            def ptx():  # PPO-ptx (InstructGPT, Ouyang et al. 2022, eq. 2): see SelfPlayConfig.ptx_coef
-                return lm_loss(self.model, next(self.ptx_batches), self.tokenizer.pad_id)
+        def ptx():  # PPO-ptx (InstructGPT, Ouyang et al. 2022, eq. 2): see SelfPlayConfig.ptx_coef
+            return lm_loss(self.model, next(self.ptx_batches), self.tokenizer.pad_id)
+        with_ptx = self.ptx_batches is not None and self.cfg.ptx_coef > 0
         self.model.train()
         metrics = ppo_update(self.model, self.optimizer, batch, self.ppo_cfg, generator=self.generator_cpu(),
-                             ptx_loss=ptx, ptx_coef=self.cfg.ptx_coef)
+                             ptx_loss=ptx if with_ptx else None, ptx_coef=self.cfg.ptx_coef)
         self.model.eval()
         return metrics
 

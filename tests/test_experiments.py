@@ -12,7 +12,8 @@ import torch
 
 from minissp import experiments
 from minissp.config import ConfigError, build_config
-from minissp.experiments import COLUMNS, adaptive_attack, cell_fingerprint, run_grid
+from minissp.experiments import COLUMNS, cell_fingerprint, run_grid
+from minissp.methods import adaptive_attack
 from minissp.judge import Judge
 from minissp.pipeline import supervised_model
 from minissp.world import World
@@ -70,11 +71,12 @@ def test_the_fingerprint_hashes_every_module_that_runs_in_a_cell():
     hashed = {Path(p).relative_to(PACKAGE).as_posix() for p in experiments.CELL_SOURCES}
     package = {p.relative_to(PACKAGE).as_posix() for p in [*PACKAGE.glob("*.py"), *PACKAGE.glob("world/*.py")]}
     for name in ("judge.py", "ppo.py", "replay.py", "selfplay.py", "sampling.py", "model.py",
-                 "tokenizer.py", "sft.py", "pipeline.py", "evaluate.py", "diversity.py", "experiments.py",
+                 "tokenizer.py", "sft.py", "pipeline.py", "evaluate.py", "diversity.py", "experiments.py", "methods.py",
                  "config.py", "checkpoint.py", "world/__init__.py", "world/corpora.py", "world/intents.py",
                  "world/tactics.py"):
         assert name in hashed, name
-    assert hashed == package - {"plots.py"}  # everything but the figures, new modules included
+    # everything but the figures, the W&B upload and the terminal chat; new modules included
+    assert hashed == package - {"plots.py", "tracking.py", "chat.py"}
 
 
 def test_editing_any_cell_source_changes_the_fingerprint(tmp_path, monkeypatch):

@@ -13,7 +13,7 @@ import pytest
 
 from minissp.config import build_config
 from minissp.evaluate import EvalConfig
-from minissp.experiments import static_dataset
+from minissp.methods import static_dataset
 from minissp.judge import Judge
 from minissp.pipeline import ptx_data
 from minissp.selfplay import draw_seeds
