@@ -51,6 +51,10 @@ FINISHED_CHECK_EVERY = 8
 class KVCache:
     """Keys and values of every layer, preallocated for `max_len` tokens per row.
 
+    It holds the model's key/value heads (`config.kv_heads`: fewer than the
+    query heads under grouped-query attention), keys already rotated by RoPE
+    for a Llama model; the positions it hands out are what RoPE rotates by.
+
     `GPT.forward(idx, attention_mask, kv_cache=cache)` calls `append` once (to
     reserve slots and get positions and the attention mask) and then `write`
     once per layer.
@@ -60,10 +64,10 @@ class KVCache:
                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
         if max_len > config.block_size:
             raise ValueError(f"a cache of {max_len} tokens exceeds the model's block_size={config.block_size}")
-        head_size = config.n_embd // config.n_head
-        shape = (config.n_layer, batch_size, config.n_head, max_len, head_size)
-        self.keys = torch.empty(shape, device=device, dtype=dtype)  # (n_layer, B, nh, max_len, hs)
-        self.values = torch.empty(shape, device=device, dtype=dtype)  # (n_layer, B, nh, max_len, hs)
+        # only the key/value heads: n_head for GPT-2, n_kv_head under grouped-query attention
+        shape = (config.n_layer, batch_size, config.kv_heads, max_len, config.head_size)
+        self.keys = torch.empty(shape, device=device, dtype=dtype)  # (n_layer, B, nkv, max_len, hs)
+        self.values = torch.empty(shape, device=device, dtype=dtype)  # (n_layer, B, nkv, max_len, hs)
         # slots start out real; `append` marks the pads it is given
         self.is_real = torch.ones(batch_size, max_len, dtype=torch.bool, device=device)  # (B, max_len)
         self.n_real = torch.zeros(batch_size, dtype=torch.long, device=device)  # (B,) = next position
@@ -91,12 +95,12 @@ class KVCache:
         return positions, padded_causal_mask(self.is_real[:, :end], n_queries=T)  # (B, T), (B, 1, T, end)
 
     def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store one layer's new keys/values (B, nh, T, hs) in the slots `append`
+        """Store one layer's new keys/values (B, nkv, T, hs) in the slots `append`
         reserved; return that layer's keys and values over all filled slots."""
         start = self.length - k.shape[2]
         self.keys[layer, :, :, start:self.length] = k
         self.values[layer, :, :, start:self.length] = v
-        return self.keys[layer, :, :, :self.length], self.values[layer, :, :, :self.length]  # (B, nh, length, hs)
+        return self.keys[layer, :, :, :self.length], self.values[layer, :, :, :self.length]  # (B, nkv, length, hs)
 
 
 @dataclass
