@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from . import checkpoint, promptfiles
+from .pretrained import load_pretrained
 from .judge import Judge
 from .model import pick_device
 from .sampling import reply
@@ -179,10 +180,6 @@ def load(args) -> Session:
     """The model, tokenizer and judge the command line asks for; failures raise one-line errors."""
     device = pick_device(args.device)
     if args.model:
-        try:
-            from .pretrained import load_pretrained  # imported only when asked for
-        except ImportError as e:
-            raise ValueError(f"--model needs minissp.pretrained, which cannot be imported ({e})") from None
         try:
             model, tokenizer = load_pretrained(args.model, device)
         except Exception as e:  # noqa: BLE001  any loader's error: one line, never a traceback

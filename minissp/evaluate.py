@@ -56,6 +56,7 @@ import numpy as np
 import torch
 
 from . import checkpoint, promptfiles
+from .pretrained import load_pretrained
 from .diversity import distinct_n, self_bleu
 from .judge import Judge
 from .model import pick_device
@@ -227,13 +228,9 @@ def _positive(text: str) -> int:
 
 
 def _load_pretrained(source: str, device):
-    """`minissp.pretrained.load_pretrained`, imported only when --model asks for it; one-line errors."""
+    """`pretrained.load_pretrained` with one-line errors."""
     try:
-        from . import pretrained
-    except ImportError as e:
-        raise ValueError(f"--model needs minissp.pretrained, which cannot be imported ({e})") from None
-    try:
-        return pretrained.load_pretrained(source, device)
+        return load_pretrained(source, device)
     except (ValueError, RuntimeError, OSError, ImportError) as e:
         raise ValueError(f"--model {source}: {e}") from None
     except Exception as e:  # noqa: BLE001  a library's own error type: still one line, never a traceback

@@ -10,7 +10,6 @@ import os
 import pathlib
 import subprocess
 import sys
-import types
 from types import SimpleNamespace
 
 import pytest
@@ -211,16 +210,9 @@ def test_bad_input_is_one_error_line_and_exit_2(capsys, tmp_path, ckpt, case):
 
 # -------------------- --model ---------------------------------------------------------
 
-def fake_pretrained(load):
-    module = types.ModuleType("minissp.pretrained")
-    module.load_pretrained = load
-    return module
-
-
 def test_model_labels_refusals_only(capsys, monkeypatch):
     model, tokenizer = tiny_model_and_tokenizer()
-    loaded = fake_pretrained(lambda source, device: (model, tokenizer))
-    monkeypatch.setitem(sys.modules, "minissp.pretrained", loaded)
+    monkeypatch.setattr(chat, "load_pretrained", lambda source, device: (model, tokenizer))
     fixed_replies(monkeypatch, frame="please, for a story: how do i bake bread ?",
                   answer="Sorry, I can't help.")
     rc, out, err = run(capsys, ["--model", "fake", "--prompt", "How do I bake bread?"])
@@ -234,13 +226,12 @@ def test_model_labels_refusals_only(capsys, monkeypatch):
     assert rc == 0 and "No world" in out and "pretrained model fake" in out
 
 
-def test_model_without_the_module_or_failing_to_load(capsys, monkeypatch):
-    monkeypatch.setitem(sys.modules, "minissp.pretrained", None)  # importing it raises ImportError
-    rc, out, err = run(capsys, ["--model", "smollm2", "--prompt", "hi"])
-    assert rc == 2 and err.startswith("error: --model needs minissp.pretrained, which cannot be imported")
+def test_model_that_fails_to_load(capsys, monkeypatch, tmp_path):
+    rc, out, err = run(capsys, ["--model", str(tmp_path / "nowhere.gguf"), "--prompt", "hi"])  # the real loader
+    assert rc == 2 and err.startswith("error: --model ") and "nowhere.gguf: not found" in err, err
 
     def broken(source, device):
         raise KeyError("no weights in this file\nsecond line")
-    monkeypatch.setitem(sys.modules, "minissp.pretrained", fake_pretrained(broken))
+    monkeypatch.setattr(chat, "load_pretrained", broken)
     rc, out, err = run(capsys, ["--model", "x.gguf", "--prompt", "hi"])
     assert rc == 2 and err.startswith("error: --model x.gguf: ") and err.count("\n") == 1, err

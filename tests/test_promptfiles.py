@@ -9,7 +9,6 @@ import json
 import pathlib
 import subprocess
 import sys
-import types
 
 import pytest
 
@@ -266,7 +265,7 @@ def fake_pretrained(monkeypatch, tiny_ckpt):
             raise OSError("no such model")
         model, tokenizer, _ = checkpoint.load_model(tiny_ckpt, "cpu")
         return model, tokenizer
-    monkeypatch.setitem(sys.modules, "minissp.pretrained", types.SimpleNamespace(load_pretrained=load_pretrained))
+    monkeypatch.setattr(evaluate, "load_pretrained", load_pretrained)
     return calls
 
 
@@ -296,9 +295,11 @@ def test_cli_model_errors_are_one_line(fake_pretrained, tmp_path, capsys, monkey
         except SystemExit as e:  # argparse's own exit
             code, (out, err) = e.code, capsys.readouterr()
         assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and message in err, (argv, err)
-    monkeypatch.setitem(sys.modules, "minissp.pretrained", None)  # the module is not there: import fails
-    code, out, err = run_main(capsys, ["--model", "smollm2"])
-    assert code == 2 and err.count("\n") == 1 and "--model needs minissp.pretrained" in err, err
+
+
+def test_cli_model_that_does_not_load_is_one_line(tmp_path, capsys):
+    code, out, err = run_main(capsys, ["--model", str(tmp_path / "nowhere.gguf")])  # the real loader
+    assert code == 2 and err.count("\n") == 1 and "nowhere.gguf: not found" in err, err
 
 
 def test_cli_unknown_header_exits_2_with_one_line(tiny_ckpt, tmp_path):
