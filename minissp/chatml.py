@@ -161,12 +161,15 @@ class PretrainedTokenizer:
 
     # ---- files
 
+    def settings(self) -> dict:
+        """Our choices on top of the library's tokenizer, as JSON-ready values (checkpoints keep them)."""
+        return {"eos_token": self.eos_token, "pad_token": self.pad_token, "bos_token": self.bos_token,
+                "add_bos": self.add_bos, "chat_format": self.chat_format}
+
     def save(self, path: str) -> None:
-        """One JSON file: the library's tokenizer.json text and our choices (eos, pad, format)."""
-        data = {"tokenizer": self.hf.to_str(), "eos_token": self.eos_token, "pad_token": self.pad_token,
-                "bos_token": self.bos_token, "add_bos": self.add_bos, "chat_format": self.chat_format}
+        """One JSON file: the library's tokenizer.json text and `settings`."""
         with open(path, "w", encoding="utf-8") as f:
-            json.dump(data, f)
+            json.dump({"tokenizer": self.hf.to_str(), **self.settings()}, f)
 
     @classmethod
     def load(cls, path: str) -> "PretrainedTokenizer":

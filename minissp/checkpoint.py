@@ -26,6 +26,7 @@ import warnings
 import torch
 from tokenizers import Tokenizer as HFTokenizer
 
+from .chatml import PretrainedTokenizer
 from .model import GPT, GPTConfig
 from .tokenizer import Tokenizer
 
@@ -132,12 +133,15 @@ def python_rng_from_json(text: str) -> tuple:
     return version, tuple(internal), gauss
 
 
-def model_payload(model: GPT, tokenizer: Tokenizer, **extra) -> dict:
-    """What a model checkpoint holds: weights, config and tokenizer (as JSON), plus `extra`."""
+def model_payload(model: GPT, tokenizer: Tokenizer | PretrainedTokenizer, **extra) -> dict:
+    """What a model checkpoint holds: weights, config and tokenizer (as JSON), plus `extra`.
+    A pretrained model's tokenizer also keeps its chat settings (`PretrainedTokenizer.settings`)."""
+    chat = {"chat_tokenizer": json.dumps(tokenizer.settings())} if isinstance(tokenizer, PretrainedTokenizer) else {}
     return {
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "model_config": json.dumps(dataclasses.asdict(model.config)),
         "tokenizer": tokenizer.hf.to_str(),
+        **chat,
         **extra,
     }
 
@@ -152,15 +156,17 @@ def model_from_payload(payload: dict, device="cpu", expected: GPTConfig | None =
     """
     try:
         config = GPTConfig(**json.loads(payload["model_config"]))
-        tokenizer = Tokenizer(HFTokenizer.from_str(payload["tokenizer"]))
+        hf = HFTokenizer.from_str(payload["tokenizer"])
+        pretrained = "chat_tokenizer" in payload
+        tokenizer = PretrainedTokenizer(hf, **json.loads(payload["chat_tokenizer"])) if pretrained else Tokenizer(hf)
         state = payload["model"]
     except Exception as e:  # KeyError, TypeError, ValueError, and tokenizers' bare Exception on bad JSON
         raise CheckpointError(f"checkpoint is missing or has a broken model entry ({type(e).__name__}: "
                               f"{str(e).splitlines()[0][:120] if str(e) else ''})") from None
-    if config.vocab_size != tokenizer.vocab_size:
+    if config.vocab_size != tokenizer.vocab_size and not (pretrained and tokenizer.vocab_size < config.vocab_size):
         raise CheckpointError(f"checkpoint model has vocab_size={config.vocab_size} but its tokenizer has "
                               f"{tokenizer.vocab_size} tokens")
-    if expected is not None:
+    if expected is not None and not pretrained:  # a pretrained model's shape is its own, not the config's
         for field in ("block_size", "n_layer", "n_head", "n_embd"):
             if getattr(config, field) != getattr(expected, field):
                 raise CheckpointError(f"checkpoint model has {field}={getattr(config, field)} but the config "
@@ -185,5 +191,5 @@ def load_model(path: str, device="cpu", expected: GPTConfig | None = None) -> tu
         model, tokenizer = model_from_payload(payload, device, expected)
     except CheckpointError as e:
         raise CheckpointError(f"{path}: {e}") from None
-    rest = {k: v for k, v in payload.items() if k not in ("model", "model_config", "tokenizer")}
+    rest = {k: v for k, v in payload.items() if k not in ("model", "model_config", "tokenizer", "chat_tokenizer")}
     return model, tokenizer, rest

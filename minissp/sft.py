@@ -27,9 +27,16 @@ plain harmful refused 79.6% in both (docs/log.md, 2026-12-01).
 
 Both roles live in one model; the role token says which one speaks.
 
+From a pretrained chat model (`sft.init_from`), the same two stages
+fine-tune it on the same data, through its own tokenizer and chat template
+(`chatml.py`): the world's vocabulary, its jailbreak families, its refusals
+and the attacker's slot tokens are new to it, and stage 1 is where it meets
+the held-out intents.
+
 Simplified: a fixed number of steps per stage, AdamW with warmup and cosine
 decay, batches grouped by length to waste less padding. Our choice, not the
-paper's: everything here — the paper starts from a pretrained chat model.
+paper's: training from scratch at all (the paper starts from a pretrained
+chat model, which `sft.init_from` does too).
 """
 
 from __future__ import annotations
@@ -47,6 +54,7 @@ from tqdm.auto import tqdm
 
 from . import checkpoint
 from .model import GPT, GPTConfig
+from .pretrained import load_pretrained
 from .tokenizer import Tokenizer
 from .world import World
 from .world.corpora import Example, attacker_corpus, capability_corpus, safety_corpus
@@ -56,8 +64,12 @@ from .world.corpora import Example, attacker_corpus, capability_corpus, safety_c
 class SFTConfig:
     """The supervised stage."""
 
+    init_from: str = ""
+    """"" trains a tokenizer and a GPT from scratch; otherwise the stage starts from a pretrained
+    chat model and its own tokenizer: "smollm2", a .gguf file or an HF checkpoint directory
+    (`pretrained.load_pretrained`). Then the model.* keys but block_size are the checkpoint's."""
     vocab_size: int = 1024
-    """BPE vocabulary size, special tokens included."""
+    """BPE vocabulary size, special tokens included (from scratch only)."""
     capability_variants: int = 3
     """Samples per (intent, family) pair in the capability text."""
     safety_variants: int = 3
@@ -254,18 +266,26 @@ def train_stage(model, optimizer, name, data, steps, cfg, tokenizer, device, rng
 
 def run_sft(world: World, model_cfg: GPTConfig, cfg: SFTConfig, out_path: str, seed: int = 0,
             device="cpu", metrics_path: str | None = None) -> tuple[GPT, Tokenizer]:
-    """Train the tokenizer and the model from scratch and save a checkpoint at `out_path`."""
+    """Train the model (and its tokenizer, from scratch) and save a checkpoint at `out_path`.
+
+    With `cfg.init_from`, both stages fine-tune a pretrained chat model instead, through its
+    own tokenizer and chat template; `model_cfg.block_size` is then the context minissp uses
+    (at most the checkpoint's), for prompts and answers alike."""
     rng = random.Random(seed)
     torch.manual_seed(seed)
     corpora = build_corpora(world, cfg, rng)
-    all_texts = [f"{e.prompt} {e.response}" for pairs in corpora.values() for e, _ in pairs]
-    tokenizer = Tokenizer.train(all_texts, cfg.vocab_size)
-    model_cfg = GPTConfig(**{**model_cfg.__dict__, "vocab_size": tokenizer.vocab_size})
-    model = GPT(model_cfg).to(device)
+    if cfg.init_from:
+        model, tokenizer = load_pretrained(cfg.init_from, device)
+        model.config.block_size = min(model.config.block_size, model_cfg.block_size)
+    else:
+        all_texts = [f"{e.prompt} {e.response}" for pairs in corpora.values() for e, _ in pairs]
+        tokenizer = Tokenizer.train(all_texts, cfg.vocab_size)
+        model_cfg = GPTConfig(**{**model_cfg.__dict__, "vocab_size": tokenizer.vocab_size})
+        model = GPT(model_cfg).to(device)
     data = {stage: [encode_example(tokenizer, e, loss_on) for e, loss_on in pairs] for stage, pairs in corpora.items()}
     longest = max(len(e.ids) for stage in data.values() for e in stage)
-    if longest > model_cfg.block_size:
-        raise ValueError(f"the corpora hold a {longest}-token example but block_size={model_cfg.block_size}")
+    if longest > model.config.block_size:
+        raise ValueError(f"the corpora hold a {longest}-token example but block_size={model.config.block_size}")
 
     metrics = open(metrics_path, "a") if metrics_path else None
 

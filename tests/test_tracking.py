@@ -91,12 +91,14 @@ def test_a_grid_sends_one_run_per_cell_and_the_table(tmp_path, monkeypatch):
     report = {"seeds": [0], "command": "python -m minissp.experiments", "methods": ["sft", "ssp_ucb"],
               "summary": {m: {"asr_seen": {"mean": c[0]["numbers"]["asr_seen"], "std": 0.0}} for m, c in cells.items()}}
     tracking.log_grid(report, cells, {0: cfg}, str(tmp_path))
-    runs = logged(str(tmp_path))
-    assert len(runs) == 3  # two cells and the grid
-    for history, summary in runs[:2]:
+    runs = logged(str(tmp_path))  # run folders are named by time and a random id: tell them apart by content
+    grid_runs = [r for r in runs if "results/nrows" in r[1]]
+    cell_runs = [r for r in runs if "results/nrows" not in r[1]]
+    assert len(grid_runs) == 1 and len(cell_runs) == 2
+    for history, summary in cell_runs:
         assert [h["game/asr"] for h in history] == pytest.approx([0.0, 0.1, 0.2])
-    assert sorted(s["asr_seen"] for _, s in runs[:2]) == [0.25, 0.5]
-    table = runs[2][1]
+    assert sorted(s["asr_seen"] for _, s in cell_runs) == [0.25, 0.5]
+    table = grid_runs[0][1]
     assert table["results/nrows"] == 2 and table["results/ncols"] == 2
     path = glob.glob(str(tmp_path / "jobs" / "**" / table["results/path"]), recursive=True)[0]
     rows = json.load(open(path))["data"]
