@@ -26,6 +26,7 @@ import torch
 
 from . import checkpoint, promptfiles
 from .pretrained import load_pretrained
+from .evaluate import EvalConfig
 from .judge import Judge
 from .model import pick_device
 from .sampling import reply
@@ -34,7 +35,7 @@ from .world.corpora import expand_attack
 from .world.intents import phrase
 from .world.tactics import identify_family
 
-ANSWER_BUDGET, ATTACK_BUDGET = 40, 80  # new tokens per answer and per attack: evaluate.EvalConfig's defaults
+ANSWER_BUDGET, ATTACK_BUDGET = EvalConfig.max_new_tokens, EvalConfig.attack_max_new_tokens  # as the evaluation
 YES = {True: "yes", False: "no"}
 HELP = """commands:
   /attack <seed request>  the attacker role writes an attack on the seed; the defender answers it
