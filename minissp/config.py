@@ -62,6 +62,9 @@ class RunConfig:
     """"auto" (cuda when present), "cpu", "cuda" or "cuda:N"."""
     threads: int = 0
     """torch CPU threads (0 = torch's default)."""
+    precision: str = "fp32"
+    """"bf16": every forward pass (supervised, sampling, PPO, evaluation) under bfloat16 autocast,
+    weights, gradients and optimizer state in float32 (meant for a GPU; CPUs run it too, slowly)."""
     sft_cache_dir: str = "runs/cache"
     """Supervised checkpoints are cached here by a hash of everything that shapes them."""
     checkpoint_every: int = 10
@@ -107,6 +110,7 @@ class RunConfig:
         checks = [
             ("selfplay.replay", self.selfplay.replay in ("ucb", "uniform", "none"), "must be ucb, uniform or none"),
             ("logger", self.logger in ("none", "wandb"), "must be none or wandb"),
+            ("precision", self.precision in ("fp32", "bf16"), "must be fp32 or bf16"),
             ("wandb_project", re.fullmatch(r"[\w.-]+", self.wandb_project) is not None,
              "must be a project name (letters, digits, '_', '-', '.')"),
             ("model.n_head", self.model.n_embd % self.model.n_head == 0,
@@ -439,6 +443,8 @@ def sft_fingerprint(cfg: RunConfig) -> str:
     """
     shaping = {"model": dataclasses.asdict(cfg.model), "sft": dataclasses.asdict(cfg.sft),
                "seed": cfg.seed, "world_seed": cfg.world_seed}
+    if cfg.precision != "fp32":  # (not written for fp32, so that fp32 keys stay what they were)
+        shaping["precision"] = cfg.precision
     if cfg.sft.init_from:  # the pretrained weights too: a file replaced at the same path is another model
         shaping["init_from_files"] = _file_stats(cfg.sft.init_from)
     digest = hashlib.sha256(json.dumps(shaping, sort_keys=True).encode())

@@ -159,6 +159,7 @@ def train_supervised(spec: dict) -> str:
 def adaptive_attack(cfg: RunConfig, sft_path: str, defender, world: World, judge: Judge, iterations: int) -> dict:
     """A fresh attacker (the supervised checkpoint) trained by PPO against the frozen `defender`."""
     attacker, tokenizer, _ = checkpoint.load_model(sft_path, next(defender.parameters()).device)
+    attacker.bf16 = cfg.precision == "bf16"
     before = evaluate_attacker(attacker, tokenizer, world, judge, cfg.eval, defender=defender)
     cfg = copy.deepcopy(cfg)
     cfg.selfplay.replay = "none"

@@ -357,6 +357,7 @@ class GPT(nn.Module):
         # Details of RLHF with PPO): the critic starts by predicting 0 everywhere.
         nn.init.zeros_(self.value_head.weight)
         nn.init.zeros_(self.value_head.bias)
+        self.bf16 = False  # run the forward pass under bf16 autocast (config `precision=bf16`)
 
     @staticmethod
     def _init_weights(module):
@@ -381,8 +382,16 @@ class GPT(nn.Module):
                         cached before them; the cache supplies their positions.
         last_only:      read out the last position only (all that sampling
                         needs; skips the vocabulary projection of the prompt).
-        returns (logits (B, T, vocab_size), values (B, T)), T = 1 if last_only
+        returns (logits (B, T, vocab_size), values (B, T)), T = 1 if last_only, in float32
+
+        With `self.bf16` the forward pass runs under bf16 autocast (matmuls in
+        bfloat16, weights and their gradients stay float32: mixed precision).
         """
+        with torch.autocast(idx.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            logits, values = self._forward(idx, attention_mask, kv_cache, last_only)
+        return logits.float(), values.float()  # log-softmax, the PPO ratio and the losses want float32
+
+    def _forward(self, idx, attention_mask, kv_cache, last_only):
         T = idx.shape[1]
         if kv_cache is not None:
             positions, attn_mask = kv_cache.append(attention_mask, T)  # (B, T), (B, 1, T, T_cache)

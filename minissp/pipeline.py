@@ -66,13 +66,14 @@ def supervised_model(cfg: RunConfig, world: World, device, log=print):
     if os.path.exists(path):
         log(f"supervised stage: reusing {path}")
         model, tokenizer, _ = checkpoint.load_model(path, device, expected=cfg.model)
+        model.bf16 = cfg.precision == "bf16"
         return model, tokenizer, path
     log(f"supervised stage: training from scratch -> {path}")
     start = time.time()
     metrics = os.path.join(cfg.out_dir, "sft_metrics.jsonl")
     try:
         model, tokenizer = run_sft(world, cfg.model, cfg.sft, path, seed=cfg.seed, device=device,
-                                   metrics_path=metrics)
+                                   metrics_path=metrics, bf16=cfg.precision == "bf16")
     except ValueError as e:  # the config does not fit the data: sft.vocab_size or model.block_size too small
         raise ConfigError(f"supervised stage: {e}") from None
     log(f"supervised stage: {time.time() - start:.0f} s")
@@ -299,6 +300,7 @@ def run(cfg: RunConfig, log=print) -> dict:
     columns = {}
     if cfg.sft.init_from:  # the pretrained model as it came, on real text only (it knows no world)
         base, base_tokenizer = load_pretrained(cfg.sft.init_from, device)
+        base.bf16 = cfg.precision == "bf16"
         columns["pretrained"] = {"safe_set_over_refusal": safe_set_over_refusal(base, base_tokenizer, cfg.eval)}
         del base
     columns["supervised"] = evaluate(model, tokenizer, world, cfg.eval)

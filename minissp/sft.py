@@ -265,7 +265,7 @@ def train_stage(model, optimizer, name, data, steps, cfg, tokenizer, device, rng
 
 
 def run_sft(world: World, model_cfg: GPTConfig, cfg: SFTConfig, out_path: str, seed: int = 0,
-            device="cpu", metrics_path: str | None = None) -> tuple[GPT, Tokenizer]:
+            device="cpu", metrics_path: str | None = None, bf16: bool = False) -> tuple[GPT, Tokenizer]:
     """Train the model (and its tokenizer, from scratch) and save a checkpoint at `out_path`.
 
     With `cfg.init_from`, both stages fine-tune a pretrained chat model instead, through its
@@ -282,6 +282,7 @@ def run_sft(world: World, model_cfg: GPTConfig, cfg: SFTConfig, out_path: str, s
         tokenizer = Tokenizer.train(all_texts, cfg.vocab_size)
         model_cfg = GPTConfig(**{**model_cfg.__dict__, "vocab_size": tokenizer.vocab_size})
         model = GPT(model_cfg).to(device)
+    model.bf16 = bf16
     data = {stage: [encode_example(tokenizer, e, loss_on) for e, loss_on in pairs] for stage, pairs in corpora.items()}
     longest = max(len(e.ids) for stage in data.values() for e in stage)
     if longest > model.config.block_size:
