@@ -1,6 +1,8 @@
 """Tokens per second of minissp's sampler against two baselines, same weights.
 
 - ours:  `minissp.sampling.generate`, preallocated KV cache, ragged prompts;
+- static: the same with fixed-shape decode steps (`decode="static"`), and on a
+  GPU `graph`: those steps replayed as a CUDA graph (`minissp/static_decode.py`);
 - naive: nanoGPT-style generation that re-runs the whole context every step;
 - HF:    `transformers.GPT2LMHeadModel.generate` with its own KV cache.
 
@@ -11,13 +13,15 @@ stopping, no top-k), so the token counts are equal. Each timing is the median
 of `--repeats` runs after `--warmup` runs; the methods take turns.
 
     python benchmarks/bench_sampling.py                 # CPU, default GPTConfig()
-    python benchmarks/bench_sampling.py --device cuda --n-layer 12 --n-head 12 --n-embd 768
+    python benchmarks/bench_sampling.py --device cuda --n-layer 12 --n-head 12 --n-embd 768 --batch-sizes 1 64 256
+    python benchmarks/bench_sampling.py --device cuda --bf16     # every model's forward under bf16 autocast
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import json
 import os
 import statistics
 import time
@@ -54,8 +58,8 @@ def hf_generate(hf_model, prompts, max_new_tokens, generator):
     return out[:, ids.shape[1]:]
 
 
-def ours_generate(model, prompts, max_new_tokens, generator):
-    gen = generate(model, prompts, max_new_tokens, eos_id=None, pad_id=PAD_ID, generator=generator)
+def ours_generate(model, prompts, max_new_tokens, generator, decode="eager"):
+    gen = generate(model, prompts, max_new_tokens, eos_id=None, pad_id=PAD_ID, generator=generator, decode=decode)
     return gen.response_ids
 
 
@@ -81,6 +85,8 @@ def main():
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast for every method")
+    parser.add_argument("--out", help="also write the table as JSON here")
     args = parser.parse_args()
     device = pick_device(args.device)
 
@@ -95,15 +101,21 @@ def main():
     model = GPT(config)
     model.load_gpt2_state_dict(hf_model.state_dict())
     model.to(device).eval()
+    model.bf16 = args.bf16
 
     print(f"device={device} torch={torch.__version__} threads={torch.get_num_threads()} "
           f"load average={os.getloadavg()[0]:.1f} (other processes slow a CPU run down) "
           f"model: {config.n_layer} layers, {config.n_head} heads, {config.n_embd} wide, "
           f"vocab {config.vocab_size}, {model.num_params() / 1e6:.2f}M params; "
           f"prompts 16-48 tokens, {args.new_tokens} new tokens, median of {args.repeats}\n")
-    print("| batch | ours tok/s | HF generate tok/s | naive tok/s | ours / HF | ours / naive |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
-    methods = {"ours": ours_generate, "hf": hf_generate, "naive": naive_generate}
+    methods = {"ours": ours_generate, "static": functools.partial(ours_generate, decode="static"),
+               "hf": hf_generate, "naive": naive_generate}
+    if device.type == "cuda":
+        methods["graph"] = functools.partial(ours_generate, decode="graph")
+    print("| batch | " + " | ".join(f"{m} tok/s" for m in methods) + " | " +
+          " | ".join(f"{m} / HF" for m in methods if m != "hf") + " |")
+    print("|" + " ---: |" * (1 + 2 * len(methods) - 1))
+    table = []
     for B in args.batch_sizes:
         lengths = torch.randint(16, 49, (B,), generator=torch.Generator().manual_seed(B)).tolist()
         prompts = [torch.randint(1, config.vocab_size, (n,)).tolist() for n in lengths]
@@ -111,7 +123,7 @@ def main():
         for name, fn in methods.items():
             net = hf_model if name == "hf" else model
             generator = torch.Generator(device=device).manual_seed(args.seed)
-            runs[name] = functools.partial(fn, net, prompts, args.new_tokens, generator)
+            runs[name] = functools.partial(autocast(fn, device, args.bf16), net, prompts, args.new_tokens, generator)
             out = runs[name]()  # also the first warm-up
             assert out.shape == (B, args.new_tokens), f"{name} made {tuple(out.shape)} tokens"
             for _ in range(args.warmup - 1):
@@ -122,8 +134,23 @@ def main():
             for name, run in runs.items():
                 times[name].append(seconds(run, device))
         tokens_per_s = {name: B * args.new_tokens / statistics.median(t) for name, t in times.items()}
-        ours, hf, naive = tokens_per_s["ours"], tokens_per_s["hf"], tokens_per_s["naive"]
-        print(f"| {B} | {ours:,.0f} | {hf:,.0f} | {naive:,.0f} | {ours / hf:.1f}x | {ours / naive:.1f}x |", flush=True)
+        hf = tokens_per_s["hf"]
+        print(f"| {B} | " + " | ".join(f"{v:,.0f}" for v in tokens_per_s.values()) + " | " +
+              " | ".join(f"{v / hf:.1f}x" for m, v in tokens_per_s.items() if m != "hf") + " |", flush=True)
+        table.append({"batch": B, "tokens_per_s": tokens_per_s})
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump({"device": str(device), "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else None,
+                       "torch": torch.__version__, "bf16": args.bf16, "params": model.num_params(),
+                       "new_tokens": args.new_tokens, "rows": table}, f, indent=1)
+
+
+def autocast(fn, device, bf16: bool):
+    """fn under bf16 autocast when asked (HF's model too, so that every method computes alike)."""
+    def run(*a):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            return fn(*a)
+    return run
 
 
 if __name__ == "__main__":

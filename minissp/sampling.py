@@ -42,7 +42,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from minissp.model import GPT, GPTConfig, padded_causal_mask, positions_from_mask, pick_device
+from .model import GPT, GPTConfig, padded_causal_mask, positions_from_mask, pick_device
 
 FINISHED_CHECK_EVERY = 8
 """Steps between host syncs that stop generation once every row has finished."""
@@ -180,15 +180,20 @@ def sample_next_token(logits: torch.Tensor, temperature: float = 1.0, top_k: int
 @torch.no_grad()  # not inference_mode: PPO feeds the returned tensors into autograd
 def generate(model: GPT, prompts: list[list[int]], max_new_tokens: int, eos_id: int | None, pad_id: int,
              temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-             generator: torch.Generator | None = None, device: torch.device | str | None = None) -> Generation:
+             generator: torch.Generator | None = None, device: torch.device | str | None = None,
+             decode: str = "eager") -> Generation:
     """Sample up to `max_new_tokens` tokens after each prompt, all rows at once.
 
     eos_id:    a row stops after sampling it; None = never stop early (benchmarks).
     generator: a seeded `torch.Generator` on `device` makes sampling reproducible.
     device:    None = where the model is; otherwise "auto", "cpu", "cuda", ...,
                and the model is moved there.
+    decode:    "eager" (this file's cache), "static" (fixed-shape steps) or "graph"
+               (fixed-shape steps replayed as a CUDA graph, GPU only); `static_decode.py`.
     Stops early once every row has finished, so N <= max_new_tokens.
     """
+    if decode not in ("eager", "static", "graph"):
+        raise ValueError(f"decode must be 'eager', 'static' or 'graph', got {decode!r}")
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
     if temperature < 0 or (top_k is not None and top_k < 1) or (top_p is not None and not 0 < top_p <= 1):
@@ -204,7 +209,13 @@ def generate(model: GPT, prompts: list[list[int]], max_new_tokens: int, eos_id: 
         raise ValueError(f"longest prompt ({P}) + max_new_tokens ({max_new_tokens}) exceeds "
                          f"block_size={model.config.block_size}")
     dtype = next(model.parameters()).dtype
-    cache = KVCache(model.config, B, P + max_new_tokens, device, dtype)
+    if decode == "eager":
+        cache = KVCache(model.config, B, P + max_new_tokens, device, dtype)
+    else:
+        from .static_decode import StaticKVCache, graphed_decode_step  # it builds on KVCache
+        if decode == "graph" and device.type != "cuda":
+            raise ValueError(f"decode='graph' needs a CUDA device, not {device.type}")
+        cache = StaticKVCache(model.config, B, P + max_new_tokens, device, dtype)
     response_ids = torch.full((B, max_new_tokens), pad_id, dtype=torch.long, device=device)
     response_logprobs = torch.zeros(B, max_new_tokens, dtype=dtype, device=device)
     response_mask = torch.zeros(B, max_new_tokens, dtype=torch.bool, device=device)
@@ -214,6 +225,7 @@ def generate(model: GPT, prompts: list[list[int]], max_new_tokens: int, eos_id: 
     model.eval()
     logits, _ = model(prompt_ids, attention_mask=prompt_mask, kv_cache=cache, last_only=True)  # (B, 1, V)
     next_logits = logits[:, -1, :]  # (B, V): the last prompt slot is real in every row
+    graph_step = graphed_decode_step(model, cache, B) if decode == "graph" else None
     for step in range(max_new_tokens):
         token, logprob = sample_next_token(next_logits, temperature, top_k, top_p, generator)  # (B,), (B,)
         response_ids[:, step] = token.masked_fill(finished, pad_id)
@@ -224,8 +236,11 @@ def generate(model: GPT, prompts: list[list[int]], max_new_tokens: int, eos_id: 
         n_steps = step + 1
         if n_steps == max_new_tokens or (n_steps % FINISHED_CHECK_EVERY == 0 and finished.all()):  # the host sync
             break
-        logits, _ = model(response_ids[:, step:step + 1], kv_cache=cache)  # (B, 1, V)
-        next_logits = logits[:, -1, :]  # (B, V)
+        if graph_step is not None:
+            next_logits = graph_step(response_ids[:, step])  # (B, V), replayed
+        else:
+            logits, _ = model(response_ids[:, step:step + 1], kv_cache=cache)  # (B, 1, V)
+            next_logits = logits[:, -1, :]  # (B, V)
     model.train(was_training)
     return Generation(prompt_ids, prompt_mask, response_ids[:, :n_steps], response_logprobs[:, :n_steps],
                       response_mask[:, :n_steps], finished)
