@@ -187,6 +187,21 @@ def execute(supervised: dict[int, dict | None], cells: dict[int, list[dict]], wo
         progress.close()
 
 
+CELL_GPU_MEMORY_GB = 4.0
+"""What one cell is allowed on a shared GPU when choosing the worker count (the default model needs
+far less; the gpu preset and a 135M pretrained model in bf16 fit in it)."""
+
+
+def default_workers(device: str = "auto") -> int:
+    """Worker processes when --workers is not given: on a GPU, as many cells as its free memory
+    holds at CELL_GPU_MEMORY_GB each, at most one per CPU core; on a CPU, 2."""
+    if device in ("auto", "cuda") or device.startswith("cuda:"):
+        if torch.cuda.is_available():
+            free, _ = torch.cuda.mem_get_info()
+            return max(1, min(os.cpu_count() or 1, int(free / 2**30 // CELL_GPU_MEMORY_GB)))
+    return 2
+
+
 def hardware() -> dict:
     """What the numbers were measured on."""
     try:
@@ -389,7 +404,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="results", help="where the table, results.json, examples.json and plots go; "
                                                          "the job cache goes to OUT/jobs/ (git-ignored)")
     parser.add_argument("--overwrite", action="store_true", help="replace a report of another grid in OUT")
-    parser.add_argument("--workers", type=int, default=2, help="parallel job processes (1 = in this process)")
+    parser.add_argument("--workers", type=int, help="parallel job processes (1 = in this process); default: 2 on a "
+                                                     "CPU, on a GPU as many as its free memory holds (they share it)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per worker")
     args = parser.parse_args(argv)
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
@@ -399,7 +415,8 @@ def main(argv: list[str] | None = None) -> int:
         adaptive = QUICK_ADAPTIVE_ITERATIONS if args.quick else GRID_ADAPTIVE_ITERATIONS
     command = "python -m minissp.experiments " + " ".join(argv if argv is not None else sys.argv[1:])
     try:
-        report = run_grid(args.overrides, seeds, methods, adaptive, args.out, args.workers, args.threads,
+        workers = args.workers if args.workers is not None else default_workers(build_config(args.overrides).device)
+        report = run_grid(args.overrides, seeds, methods, adaptive, args.out, workers, args.threads,
                           base=QUICK if args.quick else GRID, command=command.strip(), overwrite=args.overwrite)
     except (ConfigError, CheckpointError, RunStopped, OSError) as e:
         print("error: " + " ".join(str(e).splitlines()), file=sys.stderr)

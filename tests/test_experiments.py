@@ -258,3 +258,15 @@ def test_adaptive_attacker_learns_to_beat_a_weak_defender(cache, tmp_path):
     assert before < 0.5, "the supervised attacker should start out weak"
     assert after >= before + 0.3, f"adaptive attacker ASR {before:.2f} -> {after:.2f}"
     assert len((tmp_path / "adaptive_metrics.jsonl").read_text().splitlines()) == 15
+
+
+def test_the_default_worker_count_fills_a_shared_gpu_by_its_free_memory(monkeypatch):
+    assert experiments.default_workers("cpu") == 2
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda: (int(18.5 * 2**30), 80 * 2**30))
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    assert experiments.default_workers("auto") == 4  # 18.5 GiB free, 4 GiB per cell
+    monkeypatch.setattr(os, "cpu_count", lambda: 3)
+    assert experiments.default_workers("cuda") == 3  # no more workers than cores
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda: (2**30, 80 * 2**30))
+    assert experiments.default_workers("cuda:0") == 1 and experiments.default_workers("cpu") == 2
