@@ -32,6 +32,8 @@ from minissp.model import pick_device
 from minissp.pretrained import load_pretrained, smollm2_path
 from minissp.sampling import generate, left_pad
 
+from bench_sampling import seconds  # this folder's sampling benchmark: the same timer
+
 USER_TEXTS = [
     "What is the capital of France?", "Write a haiku about the sea.", "How do vaccines work?",
     "Explain recursion to a child in two sentences.", "List three uses of baking soda.",
@@ -74,16 +76,6 @@ def hf_generate(model, prompts, new_tokens, pad_id):
 
 def ours_generate(model, prompts, new_tokens, pad_id):
     return generate(model, prompts, new_tokens, eos_id=None, pad_id=pad_id, temperature=0.0).response_ids
-
-
-def seconds(fn, device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - t0
 
 
 def main():
