@@ -167,10 +167,8 @@ SUMMARY = [
 def safe_set_over_refusal(model, tokenizer, cfg: EvalConfig) -> float:
     """Refusals of the shipped real-text safe prompts (`promptfiles.SAFE_PROMPTS`), by the
     refusal-phrase judge: for a pretrained model, whose language is not only the world's."""
-    rows = promptfiles.read_prompts(promptfiles.SAFE_PROMPTS)
-    answers = reply(model, tokenizer, "defender", [r["prompt"] for r in rows], cfg.max_new_tokens,
-                    batch_size=cfg.batch_size)
-    return promptfiles.refusal_report(rows, answers)["over_refusal"]
+    report = evaluate_prompt_file(model, tokenizer, None, promptfiles.SAFE_PROMPTS, cfg)["refusal_phrase"]
+    return report["over_refusal"]
 
 
 def format_table(columns: dict[str, dict]) -> str:

@@ -60,8 +60,9 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def supervised_model(cfg: RunConfig, world: World, device, log=print):
-    """The supervised checkpoint for this config: loaded from the cache, or trained and cached."""
+def supervised_model(cfg: RunConfig, world: World, device, log=print, tracker: tracking.Tracker | None = None):
+    """The supervised checkpoint for this config: loaded from the cache, or trained and cached
+    (and then its metric lines also sent to `tracker`)."""
     path = os.path.join(cfg.sft_cache_dir, f"sft-{sft_fingerprint(cfg)}.pt")
     if os.path.exists(path):
         log(f"supervised stage: reusing {path}")
@@ -77,6 +78,8 @@ def supervised_model(cfg: RunConfig, world: World, device, log=print):
     except ValueError as e:  # the config does not fit the data: sft.vocab_size or model.block_size too small
         raise ConfigError(f"supervised stage: {e}") from None
     log(f"supervised stage: {time.time() - start:.0f} s")
+    if tracker is not None:
+        tracker.log_file(metrics, "sft/")
     return model, tokenizer, path
 
 
@@ -252,7 +255,8 @@ def selfplay_stage(cfg: RunConfig, game: SelfPlay, device, history: list[dict] |
             games = game.play()  # seeds, attacks, replay, answers, judge, pool
             metrics = game.learn(games)  # one PPO update of both roles (and the PPO-ptx term)
             if every and (game.iteration % every == 0 or game.iteration == total):
-                metrics.update({f"eval/{k}": v for k, v in held_out_numbers(game.model, game.tokenizer, game.world, cfg.eval).items()})
+                held_out = held_out_numbers(game.model, game.tokenizer, game.world, cfg.eval)
+                metrics.update({f"eval/{k}": v for k, v in held_out.items()})
             history.append(metrics)
             write_metrics(cfg.out_dir, [metrics], mode="a", name=name)
             tracker.log(metrics)
@@ -291,21 +295,23 @@ def run(cfg: RunConfig, log=print) -> dict:
     world = World(cfg.world_seed)
 
     tracker = tracking.start(cfg)
-    sft_metrics = os.path.join(cfg.out_dir, "sft_metrics.jsonl")
-    trained_before = os.path.getmtime(sft_metrics) if os.path.exists(sft_metrics) else None
-    model, tokenizer, sft_path = supervised_model(cfg, world, device, log)
-    if os.path.exists(sft_metrics) and os.path.getmtime(sft_metrics) != trained_before:  # this run trained it
-        tracker.log_file(sft_metrics, "sft/")
+    model, tokenizer, sft_path = supervised_model(cfg, world, device, log, tracker)
     checkpoint.atomic_write_text(os.path.join(cfg.out_dir, "config.json"), to_json(cfg))
+
+    def evaluated(model) -> dict:
+        """`evaluate` on held-out intents; for a pretrained start, the real-text safe set too."""
+        results = evaluate(model, tokenizer, world, cfg.eval)
+        if cfg.sft.init_from:
+            results["safe_set_over_refusal"] = safe_set_over_refusal(model, tokenizer, cfg.eval)
+        return results
+
     columns = {}
     if cfg.sft.init_from:  # the pretrained model as it came, on real text only (it knows no world)
         base, base_tokenizer = load_pretrained(cfg.sft.init_from, device)
         base.bf16 = cfg.precision == "bf16"
         columns["pretrained"] = {"safe_set_over_refusal": safe_set_over_refusal(base, base_tokenizer, cfg.eval)}
         del base
-    columns["supervised"] = evaluate(model, tokenizer, world, cfg.eval)
-    if cfg.sft.init_from:
-        columns["supervised"]["safe_set_over_refusal"] = safe_set_over_refusal(model, tokenizer, cfg.eval)
+    columns["supervised"] = evaluated(model)
     if cfg.stage in ("selfplay", "all"):
         game, history = make_game(cfg, model, tokenizer, world), []
         if state:
@@ -314,9 +320,7 @@ def run(cfg: RunConfig, log=print) -> dict:
         history = selfplay_stage(cfg, game, device, history, tracker=tracker)
         checkpoint.save_model(os.path.join(cfg.out_dir, "final.pt"), model, tokenizer,
                               world_seed=world.seed, seed=cfg.seed)
-        columns["self-play"] = evaluate(model, tokenizer, world, cfg.eval)
-        if cfg.sft.init_from:
-            columns["self-play"]["safe_set_over_refusal"] = safe_set_over_refusal(model, tokenizer, cfg.eval)
+        columns["self-play"] = evaluated(model)
         columns["self-play"]["timing"] = timing_split(history)
 
     table = format_table(columns)
