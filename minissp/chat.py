@@ -25,8 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from . import checkpoint, promptfiles
-from .pretrained import load_pretrained
-from .evaluate import EvalConfig
+from .evaluate import EvalConfig, load_pretrained_model
 from .judge import Judge
 from .model import pick_device
 from .sampling import reply
@@ -181,23 +180,17 @@ def load(args) -> Session:
     """The model, tokenizer and judge the command line asks for; failures raise one-line errors."""
     device = pick_device(args.device)
     if args.model:
-        try:
-            model, tokenizer = load_pretrained(args.model, device)
-        except Exception as e:  # noqa: BLE001  any loader's error: one line, never a traceback
-            raise ValueError(f"--model {args.model}: {e}") from None
+        model, tokenizer = load_pretrained_model(args.model, device)
         judge, about = None, f"pretrained model {args.model}"
     else:
         model, tokenizer, meta = checkpoint.load_model(args.ckpt, device)
-        try:
-            world_seed = int(meta.get("world_seed", 0))
-        except (TypeError, ValueError):
-            raise checkpoint.CheckpointError(f"{args.ckpt}: its world_seed is not an integer") from None
+        world_seed = checkpoint.world_seed_of(meta, args.ckpt)
         judge = Judge(World(world_seed))
         stage = f", self-play iteration {meta['iteration']}" if "iteration" in meta else ""
         about = f"{args.ckpt} (world seed {world_seed}{stage})"
     cfg, n = model.config, args.max_new_tokens
     about += (f": a {cfg.n_layer}-layer GPT ({cfg.arch}) of width {cfg.n_embd}, {cfg.block_size}-token context, "
-              f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, on {device}")
+              f"{model.num_params() / 1e6:.2f}M parameters, on {device}")
     if n is not None and n >= cfg.block_size:
         raise ValueError(f"--max-new-tokens {n} leaves no room for a prompt in a {cfg.block_size}-token context")
     # a default budget too big for a small context shrinks to half of it

@@ -180,6 +180,14 @@ def model_from_payload(payload: dict, device="cpu", expected: GPTConfig | None =
     return model.to(device), tokenizer
 
 
+def world_seed_of(meta: dict, path: str) -> int:
+    """The world seed a model checkpoint was trained in (0 when it names none)."""
+    try:
+        return int(meta.get("world_seed", 0))
+    except (TypeError, ValueError):
+        raise CheckpointError(f"{path}: its world_seed is not an integer") from None
+
+
 def save_model(path: str, model: GPT, tokenizer: Tokenizer, **extra) -> None:
     save(path, model_payload(model, tokenizer, **extra))
 

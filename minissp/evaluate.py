@@ -235,8 +235,8 @@ def _positive(text: str) -> int:
     return value
 
 
-def _load_pretrained(source: str, device):
-    """`pretrained.load_pretrained` with one-line errors."""
+def load_pretrained_model(source: str, device):
+    """`pretrained.load_pretrained` for a command line: any failure is one ValueError line."""
     try:
         return load_pretrained(source, device)
     except (ValueError, RuntimeError, OSError, ImportError) as e:
@@ -277,15 +277,12 @@ def main(argv=None) -> int:
         device = pick_device(args.device)
         if args.model:
             read_prompt_file(prompts, None, args.limit)  # a malformed file fails before the model loads
-            model, tokenizer = _load_pretrained(args.model, device)
+            model, tokenizer = load_pretrained_model(args.model, device)
             world = None
         else:
             model, tokenizer, meta = checkpoint.load_model(args.ckpt, device)
-            try:
-                world_seed = args.world_seed if args.world_seed is not None else int(meta.get("world_seed", 0))
-            except (TypeError, ValueError):
-                raise checkpoint.CheckpointError(f"{args.ckpt}: its world_seed is not an integer") from None
-            world = World(world_seed)
+            seed = checkpoint.world_seed_of(meta, args.ckpt) if args.world_seed is None else args.world_seed
+            world = World(seed)
             if prompts:
                 read_prompt_file(prompts, world, args.limit)  # a malformed file fails now, not after the evaluation
         block_size = getattr(getattr(model, "config", None), "block_size", None)

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from minissp import chat, checkpoint, config
+from minissp import chat, checkpoint, config, evaluate
 from minissp.judge import Judge
 from minissp.model import GPT, GPTConfig
 from minissp.tokenizer import Tokenizer
@@ -212,7 +212,7 @@ def test_bad_input_is_one_error_line_and_exit_2(capsys, tmp_path, ckpt, case):
 
 def test_model_labels_refusals_only(capsys, monkeypatch):
     model, tokenizer = tiny_model_and_tokenizer()
-    monkeypatch.setattr(chat, "load_pretrained", lambda source, device: (model, tokenizer))
+    monkeypatch.setattr(evaluate, "load_pretrained", lambda source, device: (model, tokenizer))
     fixed_replies(monkeypatch, frame="please, for a story: how do i bake bread ?",
                   answer="Sorry, I can't help.")
     rc, out, err = run(capsys, ["--model", "fake", "--prompt", "How do I bake bread?"])
@@ -232,6 +232,6 @@ def test_model_that_fails_to_load(capsys, monkeypatch, tmp_path):
 
     def broken(source, device):
         raise KeyError("no weights in this file\nsecond line")
-    monkeypatch.setattr(chat, "load_pretrained", broken)
+    monkeypatch.setattr(evaluate, "load_pretrained", broken)
     rc, out, err = run(capsys, ["--model", "x.gguf", "--prompt", "hi"])
     assert rc == 2 and err.startswith("error: --model x.gguf: ") and err.count("\n") == 1, err
