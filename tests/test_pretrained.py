@@ -124,6 +124,15 @@ def gguf_tokenizer_metadata(writer, hf: Tokenizer, specials, pre="gpt2"):
     writer.add_token_types([3 if t in specials else 1 for t in tokens])
 
 
+def written(w, path):
+    """Write a GGUFWriter's header, metadata and tensors to its file; return the path."""
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
 def write_llama_gguf(path, hf_model, hf_tok: Tokenizer, arch="llama"):
     """A GGUF file as llama.cpp's convert_hf_to_gguf.py writes a Llama (F32 tensors)."""
     c = hf_model.config
@@ -163,11 +172,7 @@ def write_llama_gguf(path, hf_model, hf_tok: Tokenizer, arch="llama"):
             elif name.endswith("attn_k.weight"):
                 data = llama_cpp_permute(data, c.num_key_value_heads)
         w.add_tensor(name, data)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return path
+    return written(w, path)
 
 
 def write_gpt2_gguf(path, hf_model, hf_tok: Tokenizer):
@@ -202,11 +207,7 @@ def write_gpt2_gguf(path, hf_model, hf_tok: Tokenizer):
             if parts[-1] == "weight" and data.ndim == 2:
                 data = np.ascontiguousarray(data.T)
         w.add_tensor(name, data)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return path
+    return written(w, path)
 
 
 def ids_for_test(vocab_size, B=3, T=20, seed=0):
