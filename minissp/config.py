@@ -371,7 +371,8 @@ def build_config(args: list[str]) -> RunConfig:
         if key != "preset":
             set_value(cfg, key, value)
     if preset == "pretrained_smoke" and not cfg.sft.init_from:
-        raise ConfigError("preset=pretrained_smoke needs sft.init_from=DIR (a .gguf file or an HF checkpoint directory)")
+        raise ConfigError("preset=pretrained_smoke needs sft.init_from=DIR "
+                          "(a .gguf file or an HF checkpoint directory)")
     return cfg.validate()
 
 
@@ -402,7 +403,8 @@ def from_json(text: str) -> RunConfig:
 # The modules whose source shapes a supervised checkpoint (hashed by sft_fingerprint).
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))
 _SFT_SOURCES = sorted(
-    [os.path.join(_PACKAGE, name) for name in ("model.py", "tokenizer.py", "sft.py", "chatml.py", "pretrained.py", "gguf_file.py")]
+    [os.path.join(_PACKAGE, name)
+     for name in ("model.py", "tokenizer.py", "sft.py", "chatml.py", "pretrained.py", "gguf_file.py")]
     + [os.path.join(_PACKAGE, "world", name) for name in os.listdir(os.path.join(_PACKAGE, "world"))
        if name.endswith(".py")])
 

@@ -208,7 +208,8 @@ def load_gguf(path, device="cpu", dtype=None) -> tuple[GPT, PretrainedTokenizer]
     try:
         from gguf import GGUFReader
     except ImportError:
-        raise PretrainedError(f"{path}: reading GGUF needs the gguf package: pip install -e \".[pretrained]\"") from None
+        raise PretrainedError(f"{path}: reading GGUF needs the gguf package: "
+                              f"pip install -e \".[pretrained]\"") from None
 
     try:
         reader = GGUFReader(path)

@@ -59,7 +59,8 @@ from .diversity import distinct_n, self_bleu
 from .evaluate import EvalConfig, evaluate_attacker, evaluate_defender
 from .judge import Judge
 from .model import pick_device
-from .pipeline import frozen_copy, held_out_numbers, make_game, ptx_data, seed_everything, selfplay_stage, supervised_model
+from .pipeline import (frozen_copy, held_out_numbers, make_game, ptx_data, seed_everything, selfplay_stage,
+                       supervised_model)
 from .ppo import ppo_optimizer
 from .sft import encode_example, length_grouped_batches, supervised_step
 from .world import DEFENDER, HARMFUL, HELDOUT, SEEN_FAMILIES, TRAIN, World
