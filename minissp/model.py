@@ -157,6 +157,12 @@ def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return ((mask.cumsum(dim=1) - 1) * mask).clamp(min=0)
 
 
+def first_marked_column(mask: torch.Tensor) -> int:
+    """(B, T) bool -> the first column where any row is marked (0 if none is): a loss over the
+    marked tokens needs the logits from there on only (`GPT.forward(read_from=...)`)."""
+    return int(mask.any(0).int().argmax())
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
@@ -372,26 +378,29 @@ class GPT(nn.Module):
         """Parameter count, a tied embedding counted once."""
         return sum(p.numel() for p in self.parameters())
 
-    def forward(self, idx, attention_mask=None, kv_cache=None, last_only=False):
-        """Logits and values for every position.
+    def forward(self, idx, attention_mask=None, kv_cache=None, read_from=0):
+        """Logits and values for every position from `read_from` on.
 
         idx:            (B, T) token ids
         attention_mask: (B, T) 1 for real tokens, 0 for pads; None = no pads.
         kv_cache:       a `minissp.sampling.KVCache`, or None. With a cache the
                         T tokens are appended to it and attend to everything
                         cached before them; the cache supplies their positions.
-        last_only:      read out the last position only (all that sampling
-                        needs; skips the vocabulary projection of the prompt).
-        returns (logits (B, T, vocab_size), values (B, T)), T = 1 if last_only, in float32
+        read_from:      the first position read out; -1 = the last one only (all that
+                        sampling needs). The positions before it still run through
+                        every block, but skip the vocabulary projection: a loss that
+                        covers the response only does not pay for the prompt's logits.
+        returns (logits (B, T', vocab_size), values (B, T')), T' = T - read_from (1 for -1),
+        in float32
 
         With `self.bf16` the forward pass runs under bf16 autocast (matmuls in
         bfloat16, weights and their gradients stay float32: mixed precision).
         """
         with torch.autocast(idx.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            logits, values = self._forward(idx, attention_mask, kv_cache, last_only)
+            logits, values = self._forward(idx, attention_mask, kv_cache, read_from)
         return logits.float(), values.float()  # log-softmax, the PPO ratio and the losses want float32
 
-    def _forward(self, idx, attention_mask, kv_cache, last_only):
+    def _forward(self, idx, attention_mask, kv_cache, read_from):
         T = idx.shape[1]
         if kv_cache is not None:
             positions, attn_mask = kv_cache.append(attention_mask, T)  # (B, T), (B, 1, T, T_cache)
@@ -412,11 +421,9 @@ class GPT(nn.Module):
         x = self.transformer.drop(x)
         for layer, block in enumerate(self.transformer.h):
             x = block(x, attn_mask, kv_cache, layer, rope)
-        if last_only:
-            x = x[:, -1:, :]  # (B, 1, C)
-        x = self.transformer.ln_f(x)  # (B, T, C)
-        logits = self.lm_head(x)  # (B, T, vocab_size)
-        values = self.value_head(x).squeeze(-1)  # (B, T)
+        x = self.transformer.ln_f(x[:, read_from:])  # (B, T', C)
+        logits = self.lm_head(x)  # (B, T', vocab_size)
+        values = self.value_head(x).squeeze(-1)  # (B, T')
         return logits, values
 
     # ------------------------------------------------------------------

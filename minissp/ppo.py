@@ -21,6 +21,10 @@ index t means "the action `input_ids[:, t + 1]`, taken in the state
 
 Masked slots (prompt, pads) may hold anything, NaN included: inputs go
 through `torch.where(mask, x, 0)` before use (multiplying by 0 keeps NaN).
+The forward passes read out the logits of columns `s..` only, `s` the first
+column where any row acts (`model.first_marked_column`): the prompt still runs
+through every block, but the vocabulary projection of the prompt is skipped,
+and inside the update every per-token tensor is cut to those columns.
 
 Simplified:
 1. no adaptive KL controller (β is fixed);
@@ -44,6 +48,8 @@ from typing import Callable, Optional
 
 import torch
 import torch.nn as nn
+
+from .model import first_marked_column
 
 ROLES = ("attacker", "defender")  # role id 0, role id 1
 
@@ -129,15 +135,35 @@ class RolloutBatch:
         return self.input_ids.shape[0]
 
 
+def join_rows(batches: list[RolloutBatch]) -> RolloutBatch:
+    """Several rollout batches as one, each right-padded to the widest: (sum of B, max T).
+
+    For statistics over all rows (advantage whitening, rollout metrics), which ignore
+    masked slots; the update itself runs each batch at its own width (`ppo_update`)."""
+    if len(batches) == 1:
+        return batches[0]
+    T = max(b.input_ids.shape[1] for b in batches)
+
+    def cat(name: str) -> torch.Tensor:
+        parts = [getattr(b, name) for b in batches]
+        if parts[0].dim() == 1:  # per row: scores, finished, role
+            return torch.cat(parts)
+        width = T if name in ("input_ids", "attention_mask") else T - 1
+        return torch.cat([nn.functional.pad(x, (0, width - x.shape[1])) for x in parts])  # pads: 0 / False
+
+    return RolloutBatch(**{f.name: cat(f.name) for f in dataclasses.fields(RolloutBatch)})
+
+
 def ppo_optimizer(model: nn.Module, cfg: PPOConfig) -> torch.optim.Adam:
     return torch.optim.Adam(model.parameters(), lr=cfg.lr, eps=cfg.adam_eps)  # [37 details] Adam ε
 
 
 # -------------------- logprobs, values and entropy in the shifted view -----
 
-def shifted_logits_and_values(model, input_ids, attention_mask, temperature):
-    """(B, T) ids -> logits (B, L, V) divided by the temperature, values (B, L)."""
-    logits, values = model(input_ids, attention_mask=attention_mask)  # (B, T, V), (B, T)
+def shifted_logits_and_values(model, input_ids, attention_mask, temperature, start=0):
+    """(B, T) ids -> logits (B, L - start, V) divided by the temperature and values (B, L - start):
+    columns start.. of the shifted view (the whole sequence still runs through the model)."""
+    logits, values = model(input_ids, attention_mask=attention_mask, read_from=start)  # (B, T - start, ...)
     # [N details] divide by the sampling temperature in every recomputation, else KL grows too fast
     return logits[:, :-1].float() / temperature, values[:, :-1].float()
 
@@ -153,10 +179,12 @@ def entropy_of(logits):
     return -(logp.exp() * logp).sum(-1)
 
 
-def sequence_logprobs_and_values(model, input_ids, attention_mask, temperature=1.0):
-    """Logprobs of the taken tokens (B, L) and values (B, L), in the shifted view."""
-    logits, values = shifted_logits_and_values(model, input_ids, attention_mask, temperature)
-    return logprobs_of(logits, input_ids[:, 1:]), values
+def sequence_logprobs_and_values(model, input_ids, attention_mask, temperature=1.0, start=0):
+    """Logprobs of the taken tokens (B, L) and values (B, L), in the shifted view; with `start`,
+    the columns before it (no action there) are 0 and cost no vocabulary projection."""
+    logits, values = shifted_logits_and_values(model, input_ids, attention_mask, temperature, start)
+    logprobs = logprobs_of(logits, input_ids[:, start + 1:])  # (B, L - start)
+    return nn.functional.pad(logprobs, (start, 0)), nn.functional.pad(values, (start, 0))
 
 
 @torch.no_grad()
@@ -167,9 +195,13 @@ def make_rollout_batch(model, ref_model, input_ids, attention_mask, action_mask,
     Runs in chunks of `cfg.minibatch_size` rows so memory stays bounded.
     """
     old_lp, old_v, ref_lp = [], [], []
+    # no row acts before column `start`: its logits are never needed (self-play's prompts are long);
+    # ppo_update reads out the same columns, so its forward passes have the rollout's shapes
+    start = first_marked_column(action_mask)
     for rows in torch.arange(input_ids.shape[0]).split(cfg.minibatch_size):
-        lp, v = sequence_logprobs_and_values(model, input_ids[rows], attention_mask[rows], cfg.temperature)
-        rlp, _ = sequence_logprobs_and_values(ref_model, input_ids[rows], attention_mask[rows], cfg.temperature)
+        lp, v = sequence_logprobs_and_values(model, input_ids[rows], attention_mask[rows], cfg.temperature, start)
+        rlp, _ = sequence_logprobs_and_values(ref_model, input_ids[rows], attention_mask[rows], cfg.temperature,
+                                              start)
         old_lp.append(lp), old_v.append(v), ref_lp.append(rlp)
     return RolloutBatch(input_ids, attention_mask, action_mask, torch.cat(old_lp), torch.cat(ref_lp),
                         torch.cat(old_v), scores.float(), finished, role)
@@ -345,9 +377,16 @@ def rollout_stats(batch: RolloutBatch, returns: torch.Tensor, cfg: PPOConfig) ->
     return out
 
 
-def ppo_update(model, optimizer, batch: RolloutBatch, cfg: PPOConfig, generator=None,
+def ppo_update(model, optimizer, batch: RolloutBatch | list[RolloutBatch], cfg: PPOConfig, generator=None,
                ptx_loss: Optional[Callable[[], torch.Tensor]] = None, ptx_coef: float = 0.0) -> dict:
-    """Several epochs of clipped-PPO minibatch steps on one rollout batch.
+    """Several epochs of clipped-PPO minibatch steps on one rollout batch, or on several.
+
+    Several batches (self-play gives one per role, each padded to its own width) are one
+    rollout: advantages are whitened and metrics averaged over all their rows, and each
+    epoch takes every row once, in minibatches drawn within one batch, the minibatches
+    of all batches in a shuffled order. A minibatch never mixes widths, so its forward
+    pass has the shape the rollout's had (the first ratio is exactly 1) and no row pays
+    for another role's padding.
 
     `ptx_loss`, when given, returns a supervised loss on a fresh batch of supervised data;
     every minibatch adds `ptx_coef` times it to its loss before the one backward pass and
@@ -359,28 +398,43 @@ def ppo_update(model, optimizer, batch: RolloutBatch, cfg: PPOConfig, generator=
     """
     if any(isinstance(m, nn.Dropout) and m.p > 0 for m in model.modules()):
         raise ValueError("PPO needs dropout off: logprobs must be the rollout's ([N details])")
-    mask = batch.action_mask  # (B, L)
     # masked slots may hold anything (NaN included): zero them before any arithmetic
-    batch = dataclasses.replace(batch, old_logprobs=torch.where(mask, batch.old_logprobs, 0.0),
-                                ref_logprobs=torch.where(mask, batch.ref_logprobs, 0.0),
-                                old_values=torch.where(mask, batch.old_values, 0.0))
-    _check_finite("the RolloutBatch given to ppo_update", old_logprobs=batch.old_logprobs,
-                  ref_logprobs=batch.ref_logprobs, old_values=batch.old_values, scores=batch.scores[batch.finished])
-    advantages, returns = advantages_and_returns(batch, cfg)
+    batches = [dataclasses.replace(b, old_logprobs=torch.where(b.action_mask, b.old_logprobs, 0.0),
+                                   ref_logprobs=torch.where(b.action_mask, b.ref_logprobs, 0.0),
+                                   old_values=torch.where(b.action_mask, b.old_values, 0.0))
+               for b in ([batch] if isinstance(batch, RolloutBatch) else batch)]
+    for b in batches:
+        _check_finite("the RolloutBatch given to ppo_update", old_logprobs=b.old_logprobs,
+                      ref_logprobs=b.ref_logprobs, old_values=b.old_values, scores=b.scores[b.finished])
+    joined = join_rows(batches)  # (sum of B, max L) for whitening and statistics
+    joined_advantages, joined_returns = advantages_and_returns(joined, cfg)
+    advantages, returns, first_row = [], [], 0
+    for b in batches:  # back to each batch's own (B, L)
+        rows, L = slice(first_row, first_row + len(b)), b.action_mask.shape[1]
+        advantages.append(joined_advantages[rows, :L])
+        returns.append(joined_returns[rows, :L])
+        first_row += len(b)
+
+    starts = [first_marked_column(b.action_mask) for b in batches]  # as make_rollout_batch reads them out
 
     token_means, ptx_losses, grad_norms, metrics = TokenMeans(), [], [], {}
     for epoch in range(cfg.epochs):
         # [37 details] each epoch is a shuffled pass over every sample exactly once
-        perm = torch.randperm(len(batch), generator=generator)
-        for mb, idx in enumerate(perm.split(cfg.minibatch_size)):
+        minibatches = [(i, idx) for i, b in enumerate(batches)
+                       for idx in torch.randperm(len(b), generator=generator).split(cfg.minibatch_size)]
+        if len(batches) > 1:
+            minibatches = [minibatches[j] for j in torch.randperm(len(minibatches), generator=generator)]
+        for mb, (i, idx) in enumerate(minibatches):
             where = f"ppo_update (epoch {epoch + 1}, minibatch {mb + 1})"
-            m = mask[idx]  # (b, L)
+            b, s = batches[i], starts[i]  # every per-token tensor below is columns s.. of the shifted view
+            m = b.action_mask[idx, s:]  # (b, L - s)
             # the current policy's view of the rollout: recomputed with gradients, at the sampling temperature
             logits, values = shifted_logits_and_values(
-                model, batch.input_ids[idx], batch.attention_mask[idx], cfg.temperature)  # (b, L, V), (b, L)
-            logprobs = logprobs_of(logits, batch.input_ids[idx, 1:])  # (b, L)
-            pg_tok, ratio = clipped_surrogate(logprobs, batch.old_logprobs[idx], advantages[idx], cfg.clip_range)
-            vf_tok = clipped_value_loss(values, batch.old_values[idx], returns[idx], cfg.clip_range_value)
+                model, b.input_ids[idx], b.attention_mask[idx], cfg.temperature, s)  # (b, L - s, V), (b, L - s)
+            logprobs = logprobs_of(logits, b.input_ids[idx, s + 1:])  # (b, L - s)
+            pg_tok, ratio = clipped_surrogate(logprobs, b.old_logprobs[idx, s:], advantages[i][idx, s:],
+                                              cfg.clip_range)
+            vf_tok = clipped_value_loss(values, b.old_values[idx, s:], returns[i][idx, s:], cfg.clip_range_value)
             ent_tok = entropy_of(logits)
             pg_loss, vf_loss, entropy = masked_mean(pg_tok, m), masked_mean(vf_tok, m), masked_mean(ent_tok, m)
             _check_finite(where, **{"policy loss": pg_loss, "value loss": vf_loss, "entropy": entropy})
@@ -403,12 +457,12 @@ def ppo_update(model, optimizer, batch: RolloutBatch, cfg: PPOConfig, generator=
                     metrics["first_minibatch/max_abs_ratio_minus_1"] = first_dev.item()
                 token_means.add({"policy_loss": pg_tok, "value_loss": vf_tok, "entropy": ent_tok, "ratio": ratio,
                                  "approx_kl": approx_kl(ratio),
-                                 "clipfrac": ((ratio - 1).abs() > cfg.clip_range).float()}, m, batch.role[idx])
+                                 "clipfrac": ((ratio - 1).abs() > cfg.clip_range).float()}, m, b.role[idx])
             grad_norms.append(grad_norm)
 
     metrics.update(token_means.means())
     metrics["grad_norm"] = torch.stack(grad_norms).mean().item()
     if ptx_losses:
         metrics["ptx/loss"] = torch.stack(ptx_losses).mean().item()
-    metrics.update(rollout_stats(batch, returns, cfg))
+    metrics.update(rollout_stats(joined, joined_returns, cfg))
     return metrics

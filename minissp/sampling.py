@@ -223,7 +223,7 @@ def generate(model: GPT, prompts: list[list[int]], max_new_tokens: int, eos_id: 
 
     was_training = model.training
     model.eval()
-    logits, _ = model(prompt_ids, attention_mask=prompt_mask, kv_cache=cache, last_only=True)  # (B, 1, V)
+    logits, _ = model(prompt_ids, attention_mask=prompt_mask, kv_cache=cache, read_from=-1)  # (B, 1, V)
     next_logits = logits[:, -1, :]  # (B, V): the last prompt slot is real in every row
     graph_step = graphed_decode_step(model, cache, B) if decode == "graph" else None
     for step in range(max_new_tokens):

@@ -80,6 +80,9 @@ class SelfPlayConfig:
     """Length budget of a defender answer."""
     eval_every: int = 25
     """Iterations between held-out evaluations logged with the metrics (0 = never)."""
+    eval_per_intent: int = 3
+    """Prompts per held-out intent and family in those checks (the final evaluation uses
+    eval.per_intent): a third of the cost at 9, each plain benign prompt then 2.1 points."""
     ptx_coef: float = 1.0
     """γ of PPO-ptx (InstructGPT's eq. 2): every PPO minibatch's loss adds γ times the
     cross-entropy of a batch of supervised data (`pipeline.ptx_data`); 0 = off. One loss,
@@ -254,25 +257,24 @@ class SelfPlay:
         return self.learn(self.play())
 
     def _update(self, games: Games) -> dict:
-        parts, scores, finished, roles = [], [], [], []
+        # one rollout batch per trained role, each padded to its own longest prompt and response
+        # (stacked together, a defender's long prompt and an attacker's long attack make most slots pads)
+        batches = []
         for role, gen, rewards in ((ATTACKER_ROLE, games.attack_gen, games.attacker_rewards),
                                    (DEFENDER_ROLE, games.defense_gen, games.defender_rewards)):
             if role in self.train_roles:
-                parts.append(gen)
-                scores += rewards
-                finished.append(gen.finished)
-                roles += [role] * len(rewards)
-        device = parts[0].prompt_ids.device
-        ids, mask, actions = stack_for_ppo(parts, self.tokenizer.pad_id)
-        # the rollout policy's and the reference's logprobs, and the critic's values, before any update
-        batch = make_rollout_batch(self.model, self.ref_model, ids, mask, actions,
-                                   torch.tensor(scores, device=device), torch.cat(finished),
-                                   torch.tensor(roles, device=device), self.ppo_cfg)
+                device = gen.prompt_ids.device
+                ids, mask, actions = stack_for_ppo([gen], self.tokenizer.pad_id)
+                # the rollout policy's and the reference's logprobs, and the critic's values, before any update
+                batches.append(make_rollout_batch(self.model, self.ref_model, ids, mask, actions,
+                                                  torch.tensor(rewards, device=device), gen.finished,
+                                                  torch.full((len(rewards),), role, device=device), self.ppo_cfg))
+
         def ptx():  # PPO-ptx (InstructGPT, Ouyang et al. 2022, eq. 2): see SelfPlayConfig.ptx_coef
             return lm_loss(self.model, next(self.ptx_batches), self.tokenizer.pad_id)
         with_ptx = self.ptx_batches is not None and self.cfg.ptx_coef > 0
         self.model.train()
-        metrics = ppo_update(self.model, self.optimizer, batch, self.ppo_cfg, generator=self.generator_cpu(),
+        metrics = ppo_update(self.model, self.optimizer, batches, self.ppo_cfg, generator=self.generator_cpu(),
                              ptx_loss=ptx if with_ptx else None, ptx_coef=self.cfg.ptx_coef)
         self.model.eval()
         return metrics

@@ -53,7 +53,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import checkpoint
-from .model import GPT, GPTConfig
+from .model import GPT, GPTConfig, first_marked_column
 from .pretrained import load_pretrained
 from .tokenizer import Tokenizer
 from .world import World
@@ -140,10 +140,13 @@ def collate(batch: list[Encoded], pad_id: int, device) -> tuple[torch.Tensor, to
 
 
 def masked_lm_loss(model: GPT, inputs, targets, loss_mask) -> torch.Tensor:
-    """Mean cross-entropy over the masked target tokens. Right padding needs no attention mask."""
-    logits, _ = model(inputs)  # (B, T, V)
-    losses = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none")  # (B*T,)
-    mask = loss_mask.flatten().float()
+    """Mean cross-entropy over the masked target tokens. Right padding needs no attention mask;
+    the columns before the first masked target (prompts, when the loss covers responses) are
+    read out by no vocabulary projection."""
+    start = first_marked_column(loss_mask)
+    logits, _ = model(inputs, read_from=start)  # (B, T - start, V)
+    losses = F.cross_entropy(logits.flatten(0, 1), targets[:, start:].flatten(), reduction="none")  # (B*T',)
+    mask = loss_mask[:, start:].flatten().float()
     return (losses * mask).sum() / mask.sum()
 
 

@@ -62,7 +62,8 @@ def test_a_prompt_gives_the_same_logits_alone_and_inside_a_left_padded_batch():
     assert not torch.isnan(batch_logits).any() and not torch.isnan(batch_values).any()  # pad rows included
 
 
-def test_last_only_reads_out_the_last_position():
+@pytest.mark.parametrize("read_from", [-1, 6])
+def test_read_from_reads_out_the_positions_from_there_on(read_from):
     torch.manual_seed(0)
     model = GPT(GPTConfig(**CONFIG)).eval()
     idx = torch.randint(0, CONFIG["vocab_size"], (2, 10))
@@ -70,10 +71,11 @@ def test_last_only_reads_out_the_last_position():
     mask[1, :4] = 0
     with torch.no_grad():
         logits, values = model(idx, attention_mask=mask)
-        last_logits, last_values = model(idx, attention_mask=mask, last_only=True)
-    assert last_logits.shape == (2, 1, CONFIG["vocab_size"]) and last_values.shape == (2, 1)
-    torch.testing.assert_close(last_logits, logits[:, -1:], atol=1e-6, rtol=0)
-    torch.testing.assert_close(last_values, values[:, -1:], atol=1e-6, rtol=0)
+        part_logits, part_values = model(idx, attention_mask=mask, read_from=read_from)
+    n = 1 if read_from == -1 else 10 - read_from
+    assert part_logits.shape == (2, n, CONFIG["vocab_size"]) and part_values.shape == (2, n)
+    torch.testing.assert_close(part_logits, logits[:, read_from:], atol=1e-6, rtol=0)
+    torch.testing.assert_close(part_values, values[:, read_from:], atol=1e-6, rtol=0)
 
 
 def test_value_head_starts_at_zero():

@@ -14,7 +14,8 @@ from minissp.evaluate import evaluate, format_table
 from minissp.pipeline import make_game, run, selfplay_stage
 from minissp.selfplay import draw_seeds, stack_for_ppo
 from minissp.sampling import generate
-from minissp.sft import run_sft
+from minissp.model import GPT, GPTConfig
+from minissp.sft import Encoded, collate, masked_lm_loss, run_sft
 from minissp.world import HARMFUL, TRAIN, World
 
 
@@ -46,6 +47,22 @@ def test_sft_lowers_the_loss_and_writes_a_loadable_checkpoint(tiny):
     ids = torch.tensor([tokenizer.encode("<|defender|> how do i bake bread ? <|sep|>")])
     assert torch.equal(loaded(ids)[0], model(ids)[0])
     assert meta["world_seed"] == 0
+
+
+def test_the_supervised_loss_reads_out_only_the_columns_it_covers():
+    """masked_lm_loss skips the logits of the columns before the first masked target; the loss
+    is still the mean cross-entropy over every masked target, computed here from all logits."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=50, block_size=16, n_layer=1, n_head=2, n_embd=16))
+    batch = [Encoded(list(range(2, 12)), 6), Encoded(list(range(20, 28)), 4), Encoded(list(range(30, 39)), 7)]
+    inputs, targets, mask = collate(batch, pad_id=0, device="cpu")
+    logits, _ = model(inputs)  # (B, T, V): every column
+    expected = torch.nn.functional.cross_entropy(logits[mask], targets[mask])
+    torch.testing.assert_close(masked_lm_loss(model, inputs, targets, mask), expected, atol=1e-6, rtol=0)
+    reads = []
+    model.register_forward_hook(lambda module, args, kwargs, out: reads.append(out[0].shape[1]), with_kwargs=True)
+    masked_lm_loss(model, inputs, targets, mask)
+    assert reads == [inputs.shape[1] - 3]  # the earliest loss starts at target 3 (row 1's response)
 
 
 def test_evaluation_table_is_well_formed(tiny, world):

@@ -172,7 +172,7 @@ class ScriptedDefender(torch.nn.Module):
     def answer(self, prompt: str) -> str:
         return self.script.get(prompt, self.default)
 
-    def forward(self, idx, attention_mask=None, kv_cache=None, last_only=False):
+    def forward(self, idx, attention_mask=None, kv_cache=None, read_from=0):
         if attention_mask is not None:
             rows = []
             for ids, mask in zip(idx.tolist(), attention_mask.tolist()):

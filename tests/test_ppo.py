@@ -2,6 +2,7 @@
 reward placement, masking, per-role whitening, and two bandits that PPO must solve."""
 
 import copy
+import dataclasses
 import math
 
 import pytest
@@ -215,6 +216,21 @@ def test_first_minibatch_ratio_is_exactly_one():
     assert metrics["approx_kl"] > 0
 
 
+def test_the_rollout_reads_out_the_response_columns_only_and_gets_the_same_numbers():
+    cfg = PPOConfig(temperature=0.7)
+    model = tiny_gpt(n_layer=2)
+    ids, attn, action, finished = ragged_batch(B=12)
+    batch = make_rollout_batch(model, model, ids, attn, action, torch.zeros(12), finished, torch.arange(12) % 2, cfg)
+    with torch.no_grad():
+        full_lp, full_v = sequence_logprobs_and_values(model, ids, attn, cfg.temperature)  # every column
+    torch.testing.assert_close(batch.old_logprobs[action], full_lp[action], atol=1e-6, rtol=0)
+    torch.testing.assert_close(batch.old_values[action], full_v[action], atol=1e-6, rtol=0)
+    reads = []
+    model.register_forward_hook(lambda module, args, kwargs, out: reads.append(out[0].shape[1]), with_kwargs=True)
+    make_rollout_batch(model, model, ids, attn, action, torch.zeros(12), finished, torch.arange(12) % 2, cfg)
+    assert reads and all(n == ids.shape[1] - 4 for n in reads)  # responses start at column 5: read from 4
+
+
 class RecordingGPT(torch.nn.Module):
     """Wraps a GPT and remembers the first token id of every row it reads."""
 
@@ -222,9 +238,9 @@ class RecordingGPT(torch.nn.Module):
         super().__init__()
         self.gpt, self.seen = gpt, []
 
-    def forward(self, idx, attention_mask=None):
+    def forward(self, idx, attention_mask=None, read_from=0):
         self.seen.append(idx[:, 0].tolist())
-        return self.gpt(idx, attention_mask=attention_mask)
+        return self.gpt(idx, attention_mask=attention_mask, read_from=read_from)
 
 
 def test_each_epoch_is_a_shuffled_pass_over_every_sample_once():
@@ -240,6 +256,70 @@ def test_each_epoch_is_a_shuffled_pass_over_every_sample_once():
     for seen in epochs:
         assert sorted(seen) == list(range(2, 12))
     assert epochs[0] != epochs[1] or epochs[1] != epochs[2]
+
+
+def cut(batch: RolloutBatch, rows: torch.Tensor) -> RolloutBatch:
+    """The rows `rows` of a rollout batch, cut to the columns they use (as self-play stacks one role)."""
+    used = batch.attention_mask[rows].bool().any(0).nonzero().squeeze(1)
+    first, end = int(used[0]), int(used[-1]) + 1
+    per_token = {"input_ids", "attention_mask"}
+    return RolloutBatch(**{f.name: (getattr(batch, f.name)[rows][:, first:end] if f.name in per_token else
+                                    getattr(batch, f.name)[rows][:, first:end - 1]
+                                    if getattr(batch, f.name).dim() == 2 else getattr(batch, f.name)[rows])
+                           for f in dataclasses.fields(RolloutBatch)})
+
+
+@pytest.mark.parametrize("per_role", [True, False])
+def test_batches_by_role_are_one_rollout_for_whitening_and_metrics(per_role):
+    """With a learning rate of 0 every minibatch sees the rollout's policy, so each role's mean
+    policy loss is minus its mean whitened advantage: split by role or not, the same numbers."""
+    cfg = PPOConfig(whiten_advantages_per_role=per_role, minibatch_size=4)
+    model = tiny_gpt()
+    batch = rollout(model, cfg, seed=3, B=12)
+    batch.scores[batch.role == 0] = batch.scores[batch.role == 0] * 10 + 5  # the roles on other scales
+    parts = [cut(batch, (batch.role == r).nonzero().squeeze(1)) for r in (0, 1)]
+    assert [p.input_ids.shape[1] for p in parts] == [10, 8]  # two widths: statistics need join_rows
+    still = torch.optim.SGD(model.parameters(), lr=0.0)
+    split = ppo_update(model, still, parts, cfg, torch.Generator().manual_seed(0))
+    whole = ppo_update(model, still, batch, cfg, torch.Generator().manual_seed(0))
+    assert split.keys() == whole.keys()
+    for key in split.keys() - {"grad_norm"}:  # (gradient norms are per minibatch, and minibatches differ)
+        assert split[key] == pytest.approx(whole[key], rel=1e-5, abs=1e-5), key
+    if per_role:  # each role's advantages have mean 0 on their own
+        assert abs(split["attacker/policy_loss"]) < 1e-5
+    else:  # whitened together, the attacker's higher scores give it advantages above the mean
+        assert split["attacker/policy_loss"] < -0.1
+
+
+class ShapeRecordingGPT(RecordingGPT):
+    """Also remembers the width of every batch it reads."""
+
+    def forward(self, idx, attention_mask=None, read_from=0):
+        self.widths = getattr(self, "widths", []) + [idx.shape[1]]
+        return super().forward(idx, attention_mask, read_from)
+
+
+def test_batches_by_role_are_updated_in_minibatches_of_one_width_each():
+    cfg = PPOConfig(epochs=2, minibatch_size=4)
+    model = ShapeRecordingGPT(tiny_gpt())
+    parts = []
+    for role, (B, T, first_id) in enumerate(((6, 12, 2), (7, 11, 8))):  # two widths; distinct first tokens
+        ids, attn, action, finished = ragged_batch(B=B, T=T, seed=role)
+        ids[:, 0], attn[:, 0] = torch.arange(B) + first_id, 1
+        parts.append(make_rollout_batch(model, copy.deepcopy(model.gpt), ids, attn, action,
+                                        torch.randn(B), finished, torch.full((B,), role), cfg))
+    model.seen.clear(), model.widths.clear()
+    metrics = ppo_update(model, ppo_optimizer(model, cfg), parts, cfg, torch.Generator().manual_seed(0))
+    assert metrics["first_minibatch/max_abs_ratio_minus_1"] == 0.0  # each minibatch has its rollout's shape
+    minibatches = list(zip(model.seen, model.widths))
+    assert len(minibatches) == 2 * (2 + 2)  # per epoch: 4 + 2 attacker rows, 4 + 3 defender rows
+    for rows, width in minibatches:  # one role, at that role's width
+        assert width == (12 if rows[0] < 8 else 11) and all((r < 8) == (rows[0] < 8) for r in rows)
+    for epoch in (minibatches[:4], minibatches[4:]):
+        assert sorted(sum((rows for rows, _ in epoch), [])) == list(range(2, 15))
+    roles = [int(rows[0] >= 8) for rows, _ in minibatches]
+    assert roles[:4] != sorted(roles[:4]) or roles[4:] != sorted(roles[4:])  # the roles' minibatches interleave
+    assert {"attacker/clipfrac", "defender/clipfrac", "attacker/kl_to_ref", "defender/kl_to_ref"} <= set(metrics)
 
 
 def test_nan_guard_names_where_it_happened():
