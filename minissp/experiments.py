@@ -71,7 +71,7 @@ from .pipeline import RESUMABLE_KEYS, RunStopped
 # (one 200-iteration run takes ~11 minutes on one thread); the quick grid also rates on fewer prompts.
 GRID = {"selfplay.eval_every": 25, "selfplay.iterations": 100}
 GRID_ADAPTIVE_ITERATIONS = 20
-QUICK = {"selfplay.eval_every": 25, "selfplay.iterations": 100, "eval.per_intent": 1}
+QUICK = {"selfplay.eval_every": 25, "selfplay.iterations": 100, "eval.per_intent": 1, "selfplay.eval_per_intent": 1}
 QUICK_ADAPTIVE_ITERATIONS = 10
 QUICK_METHODS = ["sft", "static", "ssp_ucb"]
 

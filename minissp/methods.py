@@ -122,7 +122,7 @@ def train_static(cfg: RunConfig, model, tokenizer, world: World, metrics_path: s
         if ptx_batches is not None:
             metrics["ptx/loss"] = float(np.mean(ptx_losses))
         if every and ((iteration + 1) % every == 0 or iteration + 1 == cfg.selfplay.iterations):
-            metrics.update({f"eval/{k}": v for k, v in held_out_numbers(model, tokenizer, world, cfg.eval).items()})
+            metrics.update({f"eval/{k}": v for k, v in held_out_numbers(model, tokenizer, world, cfg).items()})
         history.append(metrics)
         with open(metrics_path, "a") as f:
             f.write(json.dumps(metrics) + "\n")
@@ -181,7 +181,7 @@ def run_cell(spec: dict) -> dict:
         judge = Judge(world)
         model, tokenizer, sft_path = supervised_model(cfg, world, device)
         sft = frozen_copy(model)
-        start_eval = held_out_numbers(model, tokenizer, world, cfg.eval)
+        start_eval = held_out_numbers(model, tokenizer, world, cfg)
         metrics_path = os.path.join(cfg.out_dir, "static_metrics.jsonl")
         for name in ("static_metrics.jsonl", "selfplay_metrics.jsonl", "adaptive_metrics.jsonl"):
             with contextlib.suppress(FileNotFoundError):

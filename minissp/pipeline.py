@@ -21,6 +21,7 @@ with `RunStopped`, naming where it appeared; the last good checkpoint stays.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import random
@@ -34,7 +35,7 @@ from tqdm.auto import tqdm
 from . import checkpoint, tracking
 from .checkpoint import CheckpointError
 from .config import ConfigError, RunConfig, sft_fingerprint, to_json
-from .evaluate import SUMMARY, EvalConfig, evaluate, evaluate_defender, format_table, safe_set_over_refusal
+from .evaluate import SUMMARY, evaluate, evaluate_defender, format_table, safe_set_over_refusal
 from .judge import Judge
 from .model import pick_device
 from .ppo import ppo_optimizer
@@ -90,9 +91,11 @@ def frozen_copy(model):
     return ref
 
 
-def held_out_numbers(model, tokenizer, world: World, cfg: EvalConfig) -> dict:
-    """The defender's held-out numbers, logged under eval/ during training (cheaper than `evaluate`)."""
-    results = evaluate_defender(model, tokenizer, world, Judge(world), cfg)
+def held_out_numbers(model, tokenizer, world: World, cfg: RunConfig) -> dict:
+    """The defender's held-out numbers, logged under eval/ during training: `evaluate_defender`
+    with `selfplay.eval_per_intent` prompts per intent (cheaper than `evaluate`)."""
+    checks = dataclasses.replace(cfg.eval, per_intent=cfg.selfplay.eval_per_intent)
+    results = evaluate_defender(model, tokenizer, world, Judge(world), checks)
     return {key: results[key] for key in TRACKED} | {k: v for k, v in results.items() if k.startswith("asr/")}
 
 
@@ -255,7 +258,7 @@ def selfplay_stage(cfg: RunConfig, game: SelfPlay, device, history: list[dict] |
             games = game.play()  # seeds, attacks, replay, answers, judge, pool
             metrics = game.learn(games)  # one PPO update of both roles (and the PPO-ptx term)
             if every and (game.iteration % every == 0 or game.iteration == total):
-                held_out = held_out_numbers(game.model, game.tokenizer, game.world, cfg.eval)
+                held_out = held_out_numbers(game.model, game.tokenizer, game.world, cfg)
                 metrics.update({f"eval/{k}": v for k, v in held_out.items()})
             history.append(metrics)
             write_metrics(cfg.out_dir, [metrics], mode="a", name=name)

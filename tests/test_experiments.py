@@ -20,7 +20,7 @@ from minissp.world import World
 
 # a small model trained just long enough that its attacker role sometimes keeps the seed request
 SMALL = ["preset=tiny", "model.n_layer=2", "model.n_embd=64", "sft.capability_steps=30", "sft.alignment_steps=300",
-         "eval.per_intent=1", "eval.max_new_tokens=16", "eval.attack_max_new_tokens=32",
+         "eval.per_intent=1", "selfplay.eval_per_intent=1", "eval.max_new_tokens=16", "eval.attack_max_new_tokens=32",
          "selfplay.attack_max_new_tokens=32", "selfplay.response_max_new_tokens=16"]
 
 
@@ -225,7 +225,7 @@ class ComplyingDefender(torch.nn.Module):
         text = " ".join(harmful[0].content) if harmful else "i cannot help with that ."
         return self.tokenizer.encode(f" {text}<|eos|>")
 
-    def forward(self, idx, attention_mask=None, kv_cache=None, last_only=False):
+    def forward(self, idx, attention_mask=None, kv_cache=None, read_from=0):
         if attention_mask is not None:
             rows = []
             for ids, mask in zip(idx.tolist(), attention_mask.tolist()):

@@ -200,6 +200,7 @@ EDGE_RUNS = {
         "ppo.kl_coef=0", "ppo.gamma=0", "ppo.lam=0", "ppo.vf_coef=0", "ppo.missing_eos_penalty=0",
         "ppo.minibatch_size=1", "ppo.temperature=0.01", "eval.attack_temperature=0", "eval.seed=0",
         "eval.per_intent=1", "eval.attacks_per_seed=1", "eval.max_new_tokens=1", "eval.attack_max_new_tokens=1",
+        "selfplay.eval_per_intent=1",
     ],
     "self-play at its caps and huge where nothing caps it": [
         f"checkpoint_every={HUGE_INT}", f"selfplay.eval_every={HUGE_INT}", f"selfplay.pool_capacity={HUGE_INT}",
