@@ -255,7 +255,7 @@ _LIMITS = {key: Limit.parse(text) for key, text in LIMITS.items()}
 
 
 PRESETS: dict[str, dict[str, object]] = {
-    # the default: the whole pipeline in about 10 minutes on a 2-core laptop CPU
+    # the default: the whole pipeline in about 4 minutes on a 2-core laptop CPU
     "cpu": {},
     # one GPU: a wider model trained longer, bigger self-play batches
     "gpu": {

@@ -66,12 +66,12 @@ from .config import (ConfigError, RunConfig, build_config, from_json, sft_finger
 from .methods import METHODS, SELF_PLAY, run_cell, train_supervised
 from .pipeline import RESUMABLE_KEYS, RunStopped
 
-# The grid's budget on top of the config's defaults: 100 self-play iterations per trained method,
-# half of train.py's 200, so that 3 seeds x 5 trained methods take about 45 minutes on 2 CPU cores
-# (one 200-iteration run takes ~11 minutes on one thread); the quick grid also rates on fewer prompts.
-GRID = {"selfplay.eval_every": 25, "selfplay.iterations": 100}
+# The grid's settings on top of the config's defaults: every trained method runs train.py's
+# self-play length (selfplay.iterations) with held-out checks every 25 iterations; the quick
+# grid also rates on fewer prompts.
+GRID = {"selfplay.eval_every": 25}
 GRID_ADAPTIVE_ITERATIONS = 20
-QUICK = {"selfplay.eval_every": 25, "selfplay.iterations": 100, "eval.per_intent": 1, "selfplay.eval_per_intent": 1}
+QUICK = {"selfplay.eval_every": 25, "eval.per_intent": 1, "selfplay.eval_per_intent": 1}
 QUICK_ADAPTIVE_ITERATIONS = 10
 QUICK_METHODS = ["sft", "static", "ssp_ucb"]
 

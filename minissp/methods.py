@@ -36,8 +36,7 @@ the adaptive attacker use no replay; the "attack diversity" of a run is that
 of the attacker it trained against, rated on held-out seeds (the supervised
 attacker for `sft` and `defender_rl`, its own attacker role for SSP, and the
 fixed set's templates for `static`). Simplified: every run is much shorter
-than the paper's (the grid's `experiments.GRID`: 100 iterations, half of
-train.py's).
+than the paper's (train.py's 100 iterations).
 """
 
 from __future__ import annotations

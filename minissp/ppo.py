@@ -56,7 +56,7 @@ ROLES = ("attacker", "defender")  # role id 0, role id 1
 
 @dataclass
 class PPOConfig:
-    kl_coef: float = 0.2
+    kl_coef: float = 0.4
     """β of the per-token KL penalty −β(logπ − logπ_ref) added to the reward."""
     gamma: float = 1.0
     """Discount factor; 1 for language ([N details]: γ = 1)."""
@@ -72,8 +72,8 @@ class PPOConfig:
     """Weight of the entropy bonus (0: the KL penalty already keeps the policy spread)."""
     max_grad_norm: float = 0.5
     """Global gradient-norm clip ([37 details])."""
-    epochs: int = 2
-    """Passes over the rollout batch per update."""
+    epochs: int = 1
+    """Passes over the rollout batch per update (each a shuffled pass in minibatches)."""
     minibatch_size: int = 16
     """Sequences per gradient step; the last minibatch of an epoch may be smaller."""
     lr: float = 3e-5

@@ -60,7 +60,7 @@ ATTACKER_ROLE, DEFENDER_ROLE = 0, 1  # ppo.ROLES order
 class SelfPlayConfig:
     """The self-play loop."""
 
-    iterations: int = 200
+    iterations: int = 100
     """PPO updates (one batch of games each)."""
     seeds_per_iteration: int = 32
     """Games per iteration: the defender answers this many prompts."""
@@ -83,7 +83,7 @@ class SelfPlayConfig:
     eval_per_intent: int = 3
     """Prompts per held-out intent and family in those checks (the final evaluation uses
     eval.per_intent): a third of the cost at 9, each plain benign prompt then 2.1 points."""
-    ptx_coef: float = 1.0
+    ptx_coef: float = 2.0
     """γ of PPO-ptx (InstructGPT's eq. 2): every PPO minibatch's loss adds γ times the
     cross-entropy of a batch of supervised data (`pipeline.ptx_data`); 0 = off. One loss,
     one gradient clip, so γ weighs the two terms against each other."""

@@ -80,9 +80,9 @@ class SFTConfig:
     """Refusals of requests wrapped in a seen family per harmful training intent (see corpora.py)."""
     attacker_variants: int = 8
     """Attacker demonstrations per training intent."""
-    capability_steps: int = 750
+    capability_steps: int = 400
     """Optimizer steps of stage 1 (capability text)."""
-    alignment_steps: int = 900
+    alignment_steps: int = 500
     """Optimizer steps of stage 2 (safety tuning + attacker demos + capability replay)."""
     capability_replay: float = 0.5
     """Share of stage-2 examples that are replayed stage-1 documents (`replay_documents`)."""
