@@ -59,7 +59,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import checkpoint, plots, tracking
+from . import checkpoint, plots, stats, tracking
 from .checkpoint import CheckpointError
 from .config import (ConfigError, RunConfig, build_config, from_json, sft_fingerprint, source_digest, to_dict,
                      to_json)
@@ -91,9 +91,9 @@ COLUMNS = [
 # -------------------- the grid --------------------------------------------
 
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))
-REPORT_ONLY = ("plots.py", "tracking.py", "chat.py")
-"""Modules of the package that never run inside a cell: the figures and the W&B upload happen at
-report time, and the terminal chat is for people."""
+REPORT_ONLY = ("plots.py", "stats.py", "tracking.py", "chat.py")
+"""Modules of the package that never run inside a cell: the figures, the intervals and the W&B
+upload happen at report time, and the terminal chat is for people."""
 
 
 def package_sources(exclude: tuple[str, ...] = REPORT_ONLY) -> list[str]:
@@ -309,6 +309,7 @@ def write_report(results: dict[str, list[dict]], configs: dict[int, RunConfig], 
         "per_seed": {m: {str(c["seed"]): c["numbers"] for c in cells} for m, cells in results.items()},
         "table": table,
     }
+    report["stats"] = stats.grid_stats(report["per_seed"], [key for _, key, _ in COLUMNS])  # intervals, paired
     hw = report["hardware"]
     note = (f"Held-out intents; mean ± std over seeds {', '.join(map(str, seeds))}; adaptive attacker: "
             f"{adaptive_iterations} PPO iterations against the frozen defender.\n\n"
@@ -318,6 +319,8 @@ def write_report(results: dict[str, list[dict]], configs: dict[int, RunConfig], 
             f"the rest cached; {report['job_time_s'] / 60:.1f} worker-minutes in all cells).\n")
     os.makedirs(out, exist_ok=True)
     checkpoint.atomic_write_text(os.path.join(out, "table.md"), table + "\n\n" + note)
+    checkpoint.atomic_write_text(os.path.join(out, "stats.md"),
+                                 stats.format_stats(report["stats"], COLUMNS, {m: METHODS[m][0] for m in methods}) + "\n")
     checkpoint.atomic_write_text(os.path.join(out, "results.json"), json.dumps(report, indent=1))
     checkpoint.atomic_write_text(os.path.join(out, "examples.json"),
                                  json.dumps(examples(results[methods[-1]][0]), indent=1))

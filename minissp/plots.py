@@ -6,7 +6,8 @@ committed results.json holds numbers only, no histories.
 
 Every function takes `results` = {method: [one cell result per seed]} as
 written by `experiments.run_cell` and `titles` = {method: legend label}, and
-draws the mean over seeds with a band of ± one standard deviation:
+draws the mean over seeds with its 95% bootstrap interval over seeds (`stats.py`) as a band
+or error bar:
 
 - `asr_over_iterations`  held-out ASR (seen and unseen families) after each
                          evaluation, from the supervised model at iteration 0;
@@ -25,7 +26,6 @@ curves are smoothed with a trailing moving average; evaluations are not.
 from __future__ import annotations
 
 import os
-import warnings
 
 import matplotlib
 
@@ -34,6 +34,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from .stats import bootstrap_mean_ci  # noqa: E402
 from .world import FAMILIES  # noqa: E402
 
 
@@ -52,15 +53,20 @@ def smooth(y: np.ndarray, window: int) -> np.ndarray:
     return out
 
 
+def intervals(ys) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean and 95% bootstrap interval over seeds (rows of ys, (seeds, T)) per column; NaN
+    seeds of a column are left out, a column with none stays NaN."""
+    columns = [bootstrap_mean_ci(column[~np.isnan(column)]) for column in np.asarray(ys, dtype=float).T]
+    return tuple(np.array([c[i] for c in columns]) for i in range(3))
+
+
 def band(ax, x, ys, label, **style):
-    """Mean over seeds (rows of ys) with ± std shading."""
+    """Mean over seeds (rows of ys) with its 95% bootstrap interval shaded."""
     ys = np.asarray(ys, dtype=float)
-    with warnings.catch_warnings():  # a step where every seed has NaN stays NaN, silently
-        warnings.simplefilter("ignore", RuntimeWarning)
-        mean, std = np.nanmean(ys, axis=0), np.nanstd(ys, axis=0)
+    mean, low, high = intervals(ys)
     line, = ax.plot(x, mean, label=label, **style)
     if len(ys) > 1:
-        ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
+        ax.fill_between(x, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
 
 
 def over_seeds(cells: list[dict], key: str, history="history", window: int = 1):
@@ -109,8 +115,9 @@ def family_asr(results, titles, path):
     x = np.arange(len(families))
     for i, (method, cells) in enumerate(results.items()):
         values = np.array([[c["defender"][f"asr/{f}"] for f in families] for c in cells])  # (seeds, F)
-        err = values.std(axis=0) if len(cells) > 1 else None
-        bars = ax.bar(x + (i - (len(results) - 1) / 2) * width, values.mean(axis=0), width, yerr=err,
+        mean, low, high = intervals(values)
+        err = np.stack([mean - low, high - mean]) if len(cells) > 1 else None  # (2, F): down, up
+        bars = ax.bar(x + (i - (len(results) - 1) / 2) * width, mean, width, yerr=err,
                       label=titles[method], capsize=2)
         for bar, family in zip(bars, families):
             if not FAMILIES[family].seen:

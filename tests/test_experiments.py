@@ -75,8 +75,8 @@ def test_the_fingerprint_hashes_every_module_that_runs_in_a_cell():
                  "config.py", "checkpoint.py", "world/__init__.py", "world/corpora.py", "world/intents.py",
                  "world/tactics.py"):
         assert name in hashed, name
-    # everything but the figures, the W&B upload and the terminal chat; new modules included
-    assert hashed == package - {"plots.py", "tracking.py", "chat.py"}
+    # everything but the figures, the intervals, the W&B upload and the terminal chat; new modules included
+    assert hashed == package - {"plots.py", "stats.py", "tracking.py", "chat.py"}
 
 
 def test_editing_any_cell_source_changes_the_fingerprint(tmp_path, monkeypatch):
@@ -133,10 +133,15 @@ def test_grid_writes_a_table_and_plots_and_reruns_from_its_cache(cache, tmp_path
     assert set(saved) == {"command", "seeds", "methods", "adaptive_iterations", "hardware", "workers",
                           "threads_per_worker", "wall_time_s", "jobs_run", "jobs_cached", "job_time_s", "config",
                           "sources", "sources_changed_during_run", "fingerprints", "summary", "per_seed",
-                          "table"}  # numbers, no histories
+                          "table", "stats"}  # numbers, no histories
     numbers = saved["per_seed"]["ssp_ucb"]["0"]
     for _, key, _ in COLUMNS:
         assert 0.0 <= numbers[key] <= 1.0, key
+    # one seed: every interval is that seed's number, and the paired comparison SSP-UCB - static is there
+    assert saved["stats"]["intervals"]["ssp_ucb"]["asr_seen"]["low"] == numbers["asr_seen"]
+    assert saved["stats"]["comparisons"]["ssp_ucb - static"]["asr_seen"]["differences"] == [
+        numbers["asr_seen"] - saved["per_seed"]["static"]["0"]["asr_seen"]]
+    assert "| SSP, UCB replay − static adversarial training |" in (out / "stats.md").read_text()
     cells = {m: json.loads((out / "jobs" / f"{m}-seed0" / "result.json").read_text()) for m in ("static", "ssp_ucb")}
     assert saved["fingerprints"] == {m: {"0": c["fingerprint"]} for m, c in cells.items()}
     assert saved["sources"] == experiments.source_digest(copies) and saved["sources_changed_during_run"] is False
@@ -162,7 +167,7 @@ def test_grid_writes_a_table_and_plots_and_reruns_from_its_cache(cache, tmp_path
         status = subprocess.run(["git", "-C", str(out), "status", "--porcelain", "--untracked-files=all"],
                                 capture_output=True, text=True, check=True).stdout
         assert sorted(line[3:] for line in status.splitlines()) == sorted(
-            ["table.md", "results.json", "examples.json", "asr_over_iterations.png", "pool_stats.png",
+            ["table.md", "stats.md", "results.json", "examples.json", "asr_over_iterations.png", "pool_stats.png",
              "family_asr.png", "family_usage.png", "adaptive_attack.png"])
 
     again = grid(cache, out, ["ssp_ucb", "static"], workers=1)  # every cell is cached now
