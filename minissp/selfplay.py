@@ -12,8 +12,8 @@ The loop of SSP (Wang et al. 2026, arXiv 2601.10589), one iteration:
 4. the **defender** role answers fresh and replayed prompts;
 5. the **judge** labels every exchange and pays both roles (`judge.py`);
 6. the pool records the defender's rewards and keeps the new attacks;
-7. **one PPO update** trains both roles of the one shared model on one batch,
-   advantages whitened per role (`ppo.py`).
+7. **one PPO update** trains both roles of the one shared model, each role's games in a
+   rollout batch of their own, advantages whitened per role (`ppo.py`).
 
 `SelfPlay.play` is steps 1-6 (the rollout) and `SelfPlay.learn` step 7 (the
 update), kept apart as CleanRL's ppo.py keeps them; the loop that calls them,
