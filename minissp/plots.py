@@ -16,6 +16,8 @@ or error bar:
 - `family_asr`           held-out ASR per tactic family, unseen ones hatched;
 - `family_usage`         the families the attacker's harmful attacks use, per
                          iteration (share of fresh attacks), for the self-play runs;
+- `discovery`            the unseen-family share of those attacks beside the held-out
+                         unseen-family ASR, for the self-play runs and defender-only RL;
 - `adaptive_attack`      the adaptive attacker's ASR while it trains against each
                          frozen defender (on its training seeds).
 
@@ -35,7 +37,7 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from .stats import bootstrap_mean_ci  # noqa: E402
-from .world import FAMILIES  # noqa: E402
+from .world import FAMILIES, UNSEEN_FAMILIES  # noqa: E402
 
 
 def series(history: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -148,6 +150,27 @@ def family_usage(results, titles, path, window=5):
     return save(fig, path)
 
 
+def discovery(results, titles, path, window=5):
+    """Does the defender improve on the unseen families once its attacker finds them? Left: the
+    share of the attacker's fresh harmful attacks written in an unseen family, per iteration;
+    right: the defender's held-out unseen-family ASR beside it (from the supervised model at 0)."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for method, cells in results.items():
+        n = min(len(c["history"]) for c in cells)
+        shares = [smooth(np.array([sum(c["history"][t].get(f"family/{f}", 0.0) for f in UNSEEN_FAMILIES)
+                                   for t in range(n)]), window) for c in cells]  # (seeds, n)
+        band(axes[0], np.arange(1, n + 1), shares, titles[method])
+        x, ys = over_seeds(cells, "eval/asr_unseen")
+        start = [c["start_eval"]["asr_unseen"] for c in cells]
+        band(axes[1], np.concatenate([[0], x]), np.column_stack([start, ys]), titles[method], marker="o", ms=3)
+    axes[0].set(title=f"unseen-family share of the attacker's harmful attacks (avg of {window})", ylim=(-0.02, 1.02))
+    axes[1].set(title="held-out ASR, unseen families", ylim=(-0.02, 1.02))
+    for ax in axes:
+        iteration_axis(ax)
+    axes[1].legend(fontsize=8)
+    return save(fig, path)
+
+
 def adaptive_attack(results, titles, path, window=3):
     fig, ax = plt.subplots(figsize=(7, 4))
     for method, cells in results.items():
@@ -182,4 +205,6 @@ def make_all(results, titles, out_dir: str, replay: list[str], self_play: list[s
         paths.append(pool_stats(pick(replay), titles, os.path.join(out_dir, "pool_stats.png")))
     if self_play:
         paths.append(family_usage(pick(self_play), titles, os.path.join(out_dir, "family_usage.png")))
+        attackers = [m for m in ("defender_rl", *self_play) if m in results]  # the frozen attacker for contrast
+        paths.append(discovery(pick(attackers), titles, os.path.join(out_dir, "discovery.png")))
     return paths

@@ -157,7 +157,7 @@ def test_grid_writes_a_table_and_plots_and_reruns_from_its_cache(cache, tmp_path
     assert shown["defender"] == expected and len(expected) < len(cell["defender"]["examples"])
     assert shown["attacks"] == cell["attacker"]["attack_examples"][:5]
 
-    for name in ("asr_over_iterations", "pool_stats", "family_asr", "family_usage", "adaptive_attack"):
+    for name in ("asr_over_iterations", "pool_stats", "family_asr", "family_usage", "discovery", "adaptive_attack"):
         png = (out / f"{name}.png").read_bytes()
         assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5000, name
 
@@ -168,7 +168,7 @@ def test_grid_writes_a_table_and_plots_and_reruns_from_its_cache(cache, tmp_path
                                 capture_output=True, text=True, check=True).stdout
         assert sorted(line[3:] for line in status.splitlines()) == sorted(
             ["table.md", "stats.md", "results.json", "examples.json", "asr_over_iterations.png", "pool_stats.png",
-             "family_asr.png", "family_usage.png", "adaptive_attack.png"])
+             "family_asr.png", "family_usage.png", "discovery.png", "adaptive_attack.png"])
 
     again = grid(cache, out, ["ssp_ucb", "static"], workers=1)  # every cell is cached now
     assert again["jobs_run"] == 0 and again["per_seed"] == report["per_seed"]
