@@ -58,7 +58,7 @@ def smooth(y: np.ndarray, window: int) -> np.ndarray:
 def intervals(ys) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mean and 95% bootstrap interval over seeds (rows of ys, (seeds, T)) per column; NaN
     seeds of a column are left out, a column with none stays NaN."""
-    columns = [bootstrap_mean_ci(column[~np.isnan(column)]) for column in np.asarray(ys, dtype=float).T]
+    columns = [bootstrap_mean_ci(column) for column in np.asarray(ys, dtype=float).T]
     return tuple(np.array([c[i] for c in columns]) for i in range(3))
 
 

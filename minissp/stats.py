@@ -37,24 +37,18 @@ LEVEL = 0.95
 RESAMPLES = 10_000
 
 
-def bootstrap_mean_ci(values, level: float = LEVEL, resamples: int = RESAMPLES, seed: int = 0):
-    """Mean over the first axis and its percentile bootstrap interval.
-
-    values (n,) -> (mean, low, high) floats; values (n, T) -> three (T,) arrays, one interval per
-    column, every column resampled with the same draws (the rows are seeds). NaNs are dropped
-    (for (n, T) input, rows holding one are dropped)."""
+def bootstrap_mean_ci(values, level: float = LEVEL, resamples: int = RESAMPLES,
+                      seed: int = 0) -> tuple[float, float, float]:
+    """values (n,), one per seed, NaN dropped -> (mean, low, high): the mean and its percentile
+    bootstrap interval (all NaN when no value is left)."""
     x = np.asarray(values, dtype=float)
-    one = x.ndim == 1
-    x = x[:, None] if one else x
-    x = x[~np.isnan(x).any(axis=1)]
+    x = x[~np.isnan(x)]
     if len(x) == 0:
-        nan = np.full(x.shape[1], np.nan)
-        return (math.nan,) * 3 if one else (nan, nan, nan)
+        return math.nan, math.nan, math.nan
     draws = np.random.default_rng(seed).integers(0, len(x), size=(resamples, len(x)))  # (resamples, n)
-    means = x[draws].mean(axis=1)  # (resamples, T)
-    low, high = np.quantile(means, [(1 - level) / 2, (1 + level) / 2], axis=0)  # (T,), (T,)
-    mean = x.mean(axis=0)
-    return (float(mean[0]), float(low[0]), float(high[0])) if one else (mean, low, high)
+    means = x[draws].mean(axis=1)  # (resamples,): the mean of each resample
+    low, high = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return float(x.mean()), float(low), float(high)
 
 
 def paired_difference(a: dict[str, float], b: dict[str, float]) -> dict:
@@ -96,22 +90,25 @@ def _number(x: float, percent: bool) -> str:
 def format_stats(stats: dict, columns: list[tuple[str, str, bool]], titles: dict[str, str]) -> str:
     """Two markdown tables: mean [95% interval] per method, and the paired differences.
     `columns`: (title, key, is a rate) as `experiments.COLUMNS`; `titles`: method -> its name."""
-    head = "| | " + " | ".join(f"{title}{' (%)' if pct else ''}" for title, _, pct in columns) + " |"
-    rule = "| --- " * (len(columns) + 1) + "|"
-    rows = [f"Mean over seeds [{100 * stats['level']:.0f}% bootstrap interval]:", "", head.replace("| |", "| method |"),
-            rule]
+    def header(first: str) -> list[str]:
+        titles_row = " | ".join(f"{title}{' (%)' if pct else ''}" for title, _, pct in columns)
+        return [f"| {first} | {titles_row} |", "| --- " * (len(columns) + 1) + "|"]
+
+    def interval(c: dict, pct: bool) -> str:
+        return f"{_number(c['mean'], pct)} [{_number(c['low'], pct)}, {_number(c['high'], pct)}]"
+
+    rows = [f"Mean over seeds [{100 * stats['level']:.0f}% bootstrap interval]:", "", *header("method")]
     for method, numbers in stats["intervals"].items():
-        cells = [f"{_number(c['mean'], pct)} [{_number(c['low'], pct)}, {_number(c['high'], pct)}]"
-                 for c, pct in ((numbers[key], pct) for _, key, pct in columns)]
+        cells = [interval(numbers[key], pct) for _, key, pct in columns]
         rows.append(f"| {titles.get(method, method)} | " + " | ".join(cells) + " |")
     if stats["comparisons"]:
         rows += ["", "Paired differences, method minus baseline per seed: mean [interval] (seeds on which the "
                  "mean's sign holds / seeds); for ASR and over-refusal negative is better, for helpfulness positive:",
-                 "", head.replace("| |", "| comparison |"), rule]
+                 "", *header("comparison")]
         for name, numbers in stats["comparisons"].items():
             method, baseline = name.split(" - ")
-            cells = [f"{_number(c['mean'], pct)} [{_number(c['low'], pct)}, {_number(c['high'], pct)}] "
-                     f"({c['sign_holds']}/{c['n']})" for c, pct in ((numbers[key], pct) for _, key, pct in columns)]
+            cells = [f"{interval(numbers[key], pct)} ({numbers[key]['sign_holds']}/{numbers[key]['n']})"
+                     for _, key, pct in columns]
             rows.append(f"| {titles.get(method, method)} − {titles.get(baseline, baseline)} | "
                         + " | ".join(cells) + " |")
         rows += ["", "Per-seed differences (seed: value), for reading beside the intervals:", ""]

@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 
+from minissp.plots import intervals
 from minissp.stats import CLAIMS, bootstrap_mean_ci, format_stats, grid_stats, main, paired_difference
 
 COLUMNS = [("ASR seen", "asr_seen", True), ("distinct-2", "attack_distinct2", False)]
@@ -34,11 +35,12 @@ def test_bootstrap_interval_covers_the_true_mean_about_95_percent_of_the_time():
     assert 0.89 <= hits / 300 <= 0.99  # the percentile interval is a little narrow at small n
 
 
-def test_columns_are_resampled_together_and_match_one_at_a_time():
-    values = np.array([[0.1, 1.0], [0.5, 2.0], [0.3, 4.0], [0.8, 3.0]])  # (seeds, columns)
-    mean, low, high = bootstrap_mean_ci(values)
-    for j in range(2):
-        assert (mean[j], low[j], high[j]) == pytest.approx(bootstrap_mean_ci(values[:, j]))
+def test_the_figures_bands_are_one_interval_per_column_without_its_nan_seeds():
+    values = np.array([[0.1, 1.0], [0.5, float("nan")], [0.3, 4.0], [0.8, 3.0]])  # (seeds, columns)
+    mean, low, high = intervals(values)
+    assert (mean[0], low[0], high[0]) == bootstrap_mean_ci(values[:, 0])
+    assert (mean[1], low[1], high[1]) == bootstrap_mean_ci([1.0, 4.0, 3.0])
+    assert np.isnan(intervals(np.full((3, 1), np.nan))).all()
 
 
 def test_paired_difference_counts_the_seeds_that_agree_and_drops_missing_ones():
