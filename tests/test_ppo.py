@@ -262,11 +262,15 @@ def cut(batch: RolloutBatch, rows: torch.Tensor) -> RolloutBatch:
     """The rows `rows` of a rollout batch, cut to the columns they use (as self-play stacks one role)."""
     used = batch.attention_mask[rows].bool().any(0).nonzero().squeeze(1)
     first, end = int(used[0]), int(used[-1]) + 1
-    per_token = {"input_ids", "attention_mask"}
-    return RolloutBatch(**{f.name: (getattr(batch, f.name)[rows][:, first:end] if f.name in per_token else
-                                    getattr(batch, f.name)[rows][:, first:end - 1]
-                                    if getattr(batch, f.name).dim() == 2 else getattr(batch, f.name)[rows])
-                           for f in dataclasses.fields(RolloutBatch)})
+    fields = {}
+    for f in dataclasses.fields(RolloutBatch):
+        x = getattr(batch, f.name)[rows]
+        if f.name in ("input_ids", "attention_mask"):  # (B, T)
+            x = x[:, first:end]
+        elif x.dim() == 2:  # (B, L), L = T - 1: the shifted view
+            x = x[:, first:end - 1]
+        fields[f.name] = x
+    return RolloutBatch(**fields)
 
 
 @pytest.mark.parametrize("per_role", [True, False])
