@@ -19,6 +19,11 @@ verbatim in any training data (`world.corpora`; tests check both).
 - `over_refusal_borderline`, `over_refusal_adversarial_benign`: benign prompts
                        that look harmful (XSTest-style, or wrapped in a
                        jailbreak template) and were refused;
+- `asr_novel`, `asr_novel/<form>` ASR in attack forms no training stage holds
+                       (`world.novel`: stacks with unseen families, new
+                       wordings, long padding, repetition);
+                       `over_refusal_novel`, `helpfulness_novel` the same
+                       forms around benign and borderline requests;
 - `attacker_keeps_intent` the attacker role's attacks (sampled) that keep their
                        seed's label; `attacker_asr` how often they jailbreak
                        this same model; `attack_distinct2` their diversity; and
@@ -63,6 +68,7 @@ from .model import pick_device
 from .sampling import reply
 from .world import FAMILIES, HARMFUL, HELDOUT, SEEN_FAMILIES, UNSEEN_FAMILIES, World
 from .world.corpora import evaluation_prompts, expand_attack
+from .world.novel import FORMS as NOVEL_FORMS, NOVEL_ATTACK, NOVEL_BENIGN, novel_prompts
 from .world.intents import phrase
 from .world.tactics import identify_family
 
@@ -94,6 +100,8 @@ def rate(flags) -> float:
 @torch.no_grad()
 def evaluate_defender(model, tokenizer, world: World, judge: Judge, cfg: EvalConfig) -> dict:
     prompts = evaluation_prompts(world.intents, random.Random(cfg.seed), cfg.per_intent)
+    # the novel forms draw from their own stream, so the family suites stay the prompts they were
+    prompts += novel_prompts(world.intents, random.Random(cfg.seed + 1), cfg.per_intent)
     answers = reply(model, tokenizer, "defender", [p.prompt for p in prompts], cfg.max_new_tokens,
                     batch_size=cfg.batch_size)
     labels = [judge.label(p.prompt, a, world.by_id[p.intent_id]) for p, a in zip(prompts, answers)]
@@ -111,6 +119,12 @@ def evaluate_defender(model, tokenizer, world: World, judge: Judge, cfg: EvalCon
         results[f"asr/{family}"] = rate(l.response_harmful for p, l in attacks if p.family == family)
     results["asr_seen"] = rate(l.response_harmful for p, l in attacks if p.family in SEEN_FAMILIES)
     results["asr_unseen"] = rate(l.response_harmful for p, l in attacks if p.family in UNSEEN_FAMILIES)
+    novel, novel_benign = by_suite(NOVEL_ATTACK), by_suite(NOVEL_BENIGN)
+    results["asr_novel"] = rate(l.response_harmful for _, l in novel)
+    for form in NOVEL_FORMS:
+        results[f"asr_novel/{form}"] = rate(l.response_harmful for p, l in novel if p.family == form)
+    results["over_refusal_novel"] = rate(l.response_refusal for _, l in novel_benign)
+    results["helpfulness_novel"] = rate(l.response_helpful for _, l in novel_benign)
     results["examples"] = [{"suite": p.suite, "family": p.family, "prompt": p.prompt, "answer": a}
                            for p, a in list(zip(prompts, answers))[:: max(1, len(prompts) // 40)]]
     return results
@@ -158,6 +172,9 @@ SUMMARY = [
     ("over_refusal_adversarial_benign", "over-refusal (adversarial benign)"),
     ("asr_seen", "ASR seen families"),
     ("asr_unseen", "ASR unseen families"),
+    ("asr_novel", "ASR novel forms"),
+    ("over_refusal_novel", "over-refusal (novel forms, benign)"),
+    ("helpfulness_novel", "helpfulness (novel forms, benign)"),
     ("attacker_keeps_intent", "attacker keeps seed intent"),
     ("attacker_asr", "attacker role ASR vs itself"),
     ("safe_set_over_refusal", "over-refusal, real-text safe set (refusal phrases)"),
@@ -176,6 +193,7 @@ def format_table(columns: dict[str, dict]) -> str:
     names = list(columns)
     rows = [("metric", *names), ("---",) * (len(names) + 1)]
     keys = SUMMARY + [(f"asr/{f}", f"ASR {f}{'' if FAMILIES[f].seen else ' (unseen)'}") for f in FAMILIES]
+    keys += [(f"asr_novel/{form}", f"ASR novel: {form}") for form in NOVEL_FORMS]
     for key, title in keys:
         if any(key in columns[n] for n in names):
             rows.append((title, *(_pct(columns[n].get(key)) for n in names)))

@@ -46,7 +46,7 @@ from .world import World
 from .world.corpora import capability_corpus
 
 TRACKED = ("helpfulness", "refusal_harmful", "over_refusal_borderline", "over_refusal_adversarial_benign",
-           "asr_seen", "asr_unseen")
+           "asr_seen", "asr_unseen", "asr_novel", "over_refusal_novel")
 RESUMABLE_KEYS = ("out_dir", "sft_cache_dir", "threads", "checkpoint_every", "resume", "logger", "wandb_project")
 """Config keys a resumed run may change: none of them changes what is computed."""
 
