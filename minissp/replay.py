@@ -232,6 +232,23 @@ def make_sampler(name: str, c: float = UCB_C):
     return samplers[name]()
 
 
+def selection_capture(pool: ExperiencePool, picked: Sequence[int]) -> dict[str, float]:
+    """How a draw of k entries compares with the two rules UCB blends, before the draw's update:
+    `failure_capture`, the picked entries' summed failure (1 − r̃_i) over that of the k worst failures
+    (1: greedy on failure, the c = 0 end), and `rarity_capture`, their summed 1 / n_i over that of the
+    k least visited entries (1: "least visited first", the large-c end). NaN for an empty draw."""
+    k = len(picked)
+    if k == 0:
+        return {"failure_capture": float("nan"), "rarity_capture": float("nan")}
+    failure = 1.0 - pool.rescaled_rewards()  # (n,)
+    rarity = 1.0 / np.maximum(pool.visits().astype(np.float64), 1.0)  # (n,) unvisited counts as once
+    out = {}
+    for name, value in (("failure_capture", failure), ("rarity_capture", rarity)):
+        best = np.sort(value)[::-1][:k].sum()
+        out[name] = float(value[list(picked)].sum() / best) if best > 0 else 1.0
+    return out
+
+
 def replay_count(batch_size: int, replay_fraction: float, pool_size: Optional[int] = None) -> int:
     """How many of a defender batch come from the pool: batch_size·fraction rounded
     half up, never more than the pool holds."""

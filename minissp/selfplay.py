@@ -45,7 +45,7 @@ from .checkpoint import python_rng_from_json, python_rng_to_json
 from .diversity import distinct_n
 from .judge import Judge
 from .ppo import PPOConfig, make_rollout_batch, ppo_update
-from .replay import UCB_C, Experience, ExperiencePool, make_sampler, replay_count
+from .replay import UCB_C, Experience, ExperiencePool, make_sampler, replay_count, selection_capture
 from .sampling import Generation, generate
 from .sft import Encoded, lm_loss
 from .world import BENIGN, BORDERLINE, HARMFUL, TRAIN, World
@@ -104,6 +104,7 @@ class Games:
     fresh: list[tuple]             # judge.score per fresh game: (attacker reward, defender reward, labels)
     again: list[tuple]             # judge.score per replayed prompt
     timings: dict[str, float]
+    selection: dict[str, float]    # replay.selection_capture of the replayed draw
 
     @property
     def attacker_rewards(self) -> list[float]:
@@ -212,6 +213,7 @@ class SelfPlay:
         # 1-3. seeds, fresh attacks, replayed attacks
         n_replay = replay_count(cfg.seeds_per_iteration, cfg.replay_fraction, len(self.pool))
         replayed = self.sampler.sample(self.pool, n_replay, self.np_rng)
+        selection = selection_capture(self.pool, replayed)
         seeds = draw_seeds(self.world, cfg.seeds_per_iteration - len(replayed), cfg.harmful_fraction, self.rng)
         seed_texts = [phrase(intent, self.rng) for intent in seeds]
         attack_gen = self._generate(self.attacker, "attacker", seed_texts, cfg.attack_max_new_tokens)
@@ -238,7 +240,7 @@ class SelfPlay:
                           identify_family(attack), self.iteration, reward)
         t2 = time.perf_counter()
         return Games(self.iteration, seeds, attacks, replay_entries, attack_gen, defense_gen, fresh, again,
-                     {"time/sampling": t1 - t0, "time/judging": t2 - t1})
+                     {"time/sampling": t1 - t0, "time/judging": t2 - t1}, selection)
 
     def learn(self, games: Games) -> dict:
         """Step 7: one PPO update (with the PPO-ptx term) of every trained role on `games`.
@@ -332,6 +334,7 @@ class SelfPlay:
             "replay/asr": _mean(lab.response_harmful for (_, _, lab), e in zip(again, games.replayed)
                                 if e.label == HARMFUL),
             "replay/count": float(len(again)),
+            **{f"replay/{k}": v for k, v in games.selection.items()},
         }
         for name in set(families):
             out[f"family/{name}"] = families.count(name) / len(families)

@@ -8,7 +8,7 @@ import pytest
 
 from minissp.selfplay import SelfPlayConfig
 from minissp.replay import (
-    ExperiencePool, NoReplay, UCBSampler, UniformSampler, make_sampler, replay_count,
+    ExperiencePool, NoReplay, UCBSampler, UniformSampler, make_sampler, replay_count, selection_capture,
 )
 
 
@@ -158,3 +158,20 @@ def test_stats():
     assert s["share_unvisited"] == 0.5 and s["mean_reward"] == 0.0 and s["share_harmful"] == 0.5
     assert s["family/persona"] == 1.0
     assert math.isnan(ExperiencePool(2).stats()["mean_reward"])
+
+
+def test_selection_capture_tells_greedy_failure_from_least_visited_first():
+    """c = 0 takes the worst failures (failure capture 1); a large c takes the least visited (rarity
+    capture 1); a draw of the best-handled, most visited entries scores low on both."""
+    pool = ExperiencePool(100)
+    for i, (reward, visits) in enumerate([(-2.0, 8), (-1.5, 6), (2.0, 1), (1.5, 1), (0.0, 4)]):
+        pool.add(f"attack {i}", "seed", "intent", "harmful", iteration=i)
+        pool.update([i] * visits, [reward] * visits)
+    rng = np.random.default_rng(0)
+    greedy = selection_capture(pool, UCBSampler(c=0.0).sample(pool, 2, rng))
+    rare = selection_capture(pool, UCBSampler(c=100.0).sample(pool, 2, rng))
+    assert greedy["failure_capture"] == 1.0 and greedy["rarity_capture"] < 0.5
+    assert rare["rarity_capture"] == 1.0 and rare["failure_capture"] < 0.2
+    worst = selection_capture(pool, [4, 2])
+    assert worst["failure_capture"] == pytest.approx((0.5 + 0.0) / (1.0 + 0.875))
+    assert math.isnan(selection_capture(pool, [])["failure_capture"])
