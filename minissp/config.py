@@ -97,11 +97,11 @@ class RunConfig:
             raise ConfigError(f"sft.init_from={source!r}: no such file or directory (expected 'smollm2', "
                               f"a .gguf file or an HF checkpoint directory)")
         for key in ("out_dir", "sft_cache_dir"):
-            problem = directory_problem(_get(self, key))
+            problem = directory_problem(get_value(self, key))
             if problem:
-                raise ConfigError(f"{key}={_get(self, key)!r} {problem}")
+                raise ConfigError(f"{key}={get_value(self, key)!r} {problem}")
         for key, limit in _LIMITS.items():
-            value = _get(self, key)
+            value = get_value(self, key)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ConfigError(f"{key}={value!r} must be a number")
             if not limit.admits(value):
@@ -126,12 +126,12 @@ class RunConfig:
              + self.sft.wrapped_refusals + self.sft.attacker_variants > 0,
              "and sft.safety_variants, sft.refusals_per_intent, sft.wrapped_refusals are all 0: "
              "stage 2 would have no data"),
-        ] + [(key, _get(self, key) < block, f"must be < model.block_size={block} (the prompt needs room)")
+        ] + [(key, get_value(self, key) < block, f"must be < model.block_size={block} (the prompt needs room)")
              for key in ("selfplay.attack_max_new_tokens", "selfplay.response_max_new_tokens",
                          "eval.max_new_tokens", "eval.attack_max_new_tokens")]
         for key, ok, why in checks:
             if not ok:
-                raise ConfigError(f"{key}={_get(self, key)!r} {why}")
+                raise ConfigError(f"{key}={get_value(self, key)!r} {why}")
         # the model the run builds: its vocabulary is the tokenizer's, at most sft.vocab_size
         built = copy.copy(self.model)  # not dataclasses.replace: GPTConfig's own check would fire first
         built.vocab_size = self.sft.vocab_size
@@ -313,7 +313,7 @@ def keys(cfg=None, prefix: str = "") -> list[str]:
     return out
 
 
-def _get(cfg, key: str):
+def get_value(cfg, key: str):
     for part in key.split("."):
         cfg = getattr(cfg, part)
     return cfg

@@ -80,8 +80,10 @@ COLUMNS = [
     ("ASR seen", "asr_seen", True),
     ("ASR unseen", "asr_unseen", True),
     ("ASR adaptive", "asr_adaptive", True),
+    ("ASR novel forms", "asr_novel", True),
     ("over-refusal borderline", "over_refusal_borderline", True),
     ("over-refusal adv. benign", "over_refusal_adversarial_benign", True),
+    ("over-refusal novel forms", "over_refusal_novel", True),
     ("helpfulness", "helpfulness", True),
     ("attack distinct-2", "attack_distinct2", False),
     ("attack self-BLEU", "attack_self_bleu", False),
@@ -91,9 +93,9 @@ COLUMNS = [
 # -------------------- the grid --------------------------------------------
 
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))
-REPORT_ONLY = ("plots.py", "stats.py", "tracking.py", "chat.py")
+REPORT_ONLY = ("plots.py", "stats.py", "tracking.py", "chat.py", "sweep.py")
 """Modules of the package that never run inside a cell: the figures, the intervals and the W&B
-upload happen at report time, and the terminal chat is for people."""
+upload happen at report time, a sweep only runs grids, and the terminal chat is for people."""
 
 
 def package_sources(exclude: tuple[str, ...] = REPORT_ONLY) -> list[str]:

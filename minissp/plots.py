@@ -79,8 +79,9 @@ def over_seeds(cells: list[dict], key: str, history="history", window: int = 1):
 
 
 def asr_over_iterations(results, titles, path):
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-    for ax, key, name in zip(axes, ("asr_seen", "asr_unseen"), ("seen families", "unseen families")):
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4), sharey=True)
+    for ax, key, name in zip(axes, ("asr_seen", "asr_unseen", "asr_novel"),
+                             ("seen families", "unseen families", "novel forms")):
         for method, cells in results.items():
             start = [c["start_eval"][key] for c in cells]
             x, ys = over_seeds(cells, f"eval/{key}")
@@ -91,7 +92,7 @@ def asr_over_iterations(results, titles, path):
         ax.set(title=f"held-out ASR, {name}", ylim=(-0.02, 1.02))
         iteration_axis(ax, "iteration (defender updates)")
     axes[0].set_ylabel("attack success rate")
-    axes[1].legend(fontsize=8)
+    axes[-1].legend(fontsize=8)
     return save(fig, path)
 
 
@@ -180,6 +181,31 @@ def adaptive_attack(results, titles, path, window=3):
            ylabel="ASR", ylim=(-0.02, 1.02))
     iteration_axis(ax, "attacker PPO iteration")
     ax.legend(fontsize=8)
+    return save(fig, path)
+
+
+def sweep(knob: str, summary: dict[str, dict], cells: dict[str, list[dict]], path: str) -> str:
+    """A knob's sweep: final held-out numbers against the value (95% intervals as error bars), and
+    held-out unseen ASR over iterations per value."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4))
+    values = list(summary)
+    x = np.arange(len(values))
+    for offset, (key, name) in zip((-0.15, 0.0, 0.15), (("asr_unseen", "ASR unseen"), ("asr_novel", "ASR novel forms"),
+                                                        ("over_refusal_adversarial_benign", "over-refusal adv. benign"))):
+        mean = np.array([summary[v][key]["mean"] for v in values])
+        err = np.abs(np.array([[summary[v][key]["low"] for v in values], [summary[v][key]["high"] for v in values]]) - mean)
+        left.errorbar(x + offset, mean, yerr=err, fmt="o", capsize=3, label=name)
+    left.set(xticks=x, xticklabels=values, xlabel=knob, ylabel="after self-play", ylim=(-0.02, 1.02),
+             title="held-out numbers (95% interval over seeds)")
+    left.legend(fontsize=8)
+    for value, runs in cells.items():
+        xs, ys = over_seeds(runs, "eval/asr_unseen")
+        start = [c["start_eval"]["asr_unseen"] for c in runs]
+        band(right, np.concatenate([[0], xs]), np.column_stack([start, ys]), f"{knob.split('.')[-1]} = {value}",
+             marker="o", ms=3)
+    right.set(title="held-out ASR, unseen families", ylim=(-0.02, 1.02))
+    iteration_axis(right, "iteration (defender updates)")
+    right.legend(fontsize=8)
     return save(fig, path)
 
 

@@ -73,10 +73,10 @@ def test_the_fingerprint_hashes_every_module_that_runs_in_a_cell():
     for name in ("judge.py", "ppo.py", "replay.py", "selfplay.py", "sampling.py", "model.py",
                  "tokenizer.py", "sft.py", "pipeline.py", "evaluate.py", "diversity.py", "experiments.py", "methods.py",
                  "config.py", "checkpoint.py", "world/__init__.py", "world/corpora.py", "world/intents.py",
-                 "world/tactics.py"):
+                 "world/tactics.py", "world/novel.py"):
         assert name in hashed, name
-    # everything but the figures, the intervals, the W&B upload and the terminal chat; new modules included
-    assert hashed == package - {"plots.py", "stats.py", "tracking.py", "chat.py"}
+    # everything but the figures, the intervals, the W&B upload, the sweeps and the terminal chat; new modules included
+    assert hashed == package - {"plots.py", "stats.py", "tracking.py", "chat.py", "sweep.py"}
 
 
 def test_editing_any_cell_source_changes_the_fingerprint(tmp_path, monkeypatch):
