@@ -1,9 +1,10 @@
 """The main job: Safety Self-Play end to end on the synthetic safety world.
 
-    python train.py                                   # CPU preset, about 10 minutes on 2 cores
+    python train.py                                   # CPU preset, about 4 minutes on 2 cores
     python train.py preset=gpu                        # the single-GPU preset
     python train.py selfplay.iterations=40 out_dir=runs/quick
     python train.py stage=sft                         # only the supervised model
+    torchrun --standalone --nproc_per_node=2 train.py # self-play data-parallel over 2 processes
 
 1. the supervised stage trains a tokenizer and a GPT from scratch on the
    world's corpora (cached under runs/cache/, reused when the config matches);
@@ -16,8 +17,10 @@ Every key of minissp/config.py can be set as key=value.
 
 Self-play checkpoints to out_dir/checkpoint.pt; the same command run again
 resumes from it (resume=false starts over). See the README, "Reliability".
+Under torchrun, each process plays its share of the games (minissp/distributed.py).
 """
 
+import os
 import sys
 
 from minissp.checkpoint import CheckpointError
@@ -34,7 +37,8 @@ def main(argv: list[str]) -> int:
     try:
         run(build_config(argv))
     except (ConfigError, CheckpointError, RunStopped, OSError) as e:
-        print("error: " + " ".join(str(e).split()), file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun every rank fails alike; rank 0 says why
+            print("error: " + " ".join(str(e).split()), file=sys.stderr)
         return 2
     return 0
 

@@ -32,9 +32,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import checkpoint, tracking
+from . import checkpoint, distributed, tracking
 from .checkpoint import CheckpointError
 from .config import ConfigError, RunConfig, sft_fingerprint, to_json
+from .distributed import Ranks
 from .evaluate import SUMMARY, evaluate, evaluate_defender, format_table, safe_set_over_refusal
 from .judge import Judge
 from .model import pick_device
@@ -116,12 +117,14 @@ def ptx_data(cfg: RunConfig, world: World, tokenizer):
     return [encode_example(tokenizer, e, loss_on="response") for e in safety + documents]
 
 
-def make_game(cfg: RunConfig, model, tokenizer, world: World, frozen_attacker=None, frozen_defender=None) -> SelfPlay:
+def make_game(cfg: RunConfig, model, tokenizer, world: World, frozen_attacker=None, frozen_defender=None,
+              ranks: Ranks = Ranks()) -> SelfPlay:
+    distributed.broadcast_model(model, ranks)  # every rank starts from rank 0's weights
     ref = frozen_copy(model)
     optimizer = ppo_optimizer(model, cfg.ppo)
     ptx = ptx_data(cfg, world, tokenizer) if cfg.selfplay.ptx_coef > 0 and frozen_defender is None else None
     return SelfPlay(model, ref, tokenizer, world, cfg.selfplay, cfg.ppo, optimizer, seed=cfg.seed,
-                    frozen_attacker=frozen_attacker, frozen_defender=frozen_defender, ptx_data=ptx)
+                    frozen_attacker=frozen_attacker, frozen_defender=frozen_defender, ptx_data=ptx, ranks=ranks)
 
 
 def timing_split(history: list[dict]) -> dict:
@@ -153,10 +156,14 @@ def set_global_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"].cpu())
 
 
-def save_run(path: str, cfg: RunConfig, game: SelfPlay, history: list[dict], device) -> None:
+def save_run(path: str, cfg: RunConfig, game: SelfPlay, history: list[dict], device,
+             rank_states: list[str] | None = None) -> None:
     """The self-play run so far, atomically: the game (model, reference, optimizer, pool,
-    RNGs, iteration), the tokenizer, the config and the metrics of every iteration."""
+    RNGs, iteration), the tokenizer, the config and the metrics of every iteration; with
+    several ranks, their number and every rank's own RNG streams (`rank_states`, JSON text)."""
+    ranks = {"world_size": len(rank_states), "rank_states": json.dumps(rank_states)} if rank_states else {}
     checkpoint.save(path, {
+        **ranks,
         **game.state_dict(),
         **checkpoint.model_payload(game.model, game.tokenizer, world_seed=cfg.world_seed, seed=cfg.seed),
         "config": to_json(cfg),
@@ -173,14 +180,15 @@ def _flat(tree: dict, prefix: str = "") -> dict:
     return out
 
 
-def resume_point(cfg: RunConfig, device) -> dict | None:
+def resume_point(cfg: RunConfig, device, ranks: Ranks = Ranks()) -> dict | None:
     """The run checkpoint `out_dir/checkpoint.pt` to continue from, or None to start afresh
     (no checkpoint, `resume=false`, or `stage=sft`).
 
     Refuses, with a one-line CheckpointError and before anything is written, a
     checkpoint that is truncated or holds more than weights, one written with
     another config (the first differing key is named; only RESUMABLE_KEYS may
-    differ) or on another kind of device, and one whose model does not fit the config.
+    differ), by another number of ranks or on another kind of device, and one whose model
+    does not fit the config.
     """
     path = os.path.join(cfg.out_dir, "checkpoint.pt")
     if not cfg.resume or cfg.stage == "sft" or not os.path.exists(path):
@@ -196,6 +204,11 @@ def resume_point(cfg: RunConfig, device) -> dict | None:
             raise CheckpointError(f"{path} was written with {key}={saved.get(key, '<absent>')!r} but this run has "
                                   f"{key}={now.get(key, '<absent>')!r}; rerun with the same config, choose "
                                   f"another out_dir, or pass resume=false to start over (it overwrites {path})")
+    written_by = int(state.get("world_size", 1))
+    if written_by != ranks.world_size:
+        raise CheckpointError(f"{path} was written by {written_by} rank(s) but this run has {ranks.world_size}: "
+                              f"resume with the same number of processes (torchrun --nproc_per_node={written_by}), "
+                              f"or pass resume=false to start over")
     if state.get("device_type") != device.type:
         raise CheckpointError(f"{path} was written on {state.get('device_type')} but this run is on {device.type}: "
                               f"its sampler's RNG state only fits the same kind of device")
@@ -207,6 +220,8 @@ def restore(game: SelfPlay, state: dict, path: str) -> list[dict]:
     """Load a run checkpoint into `game` and the global RNGs; return the metrics history it holds."""
     try:
         game.load_state_dict(state)
+        if game.ranks.active:  # this rank's own streams
+            game.load_rank_state(distributed.rank_state_from_json(json.loads(state["rank_states"])[game.ranks.rank]))
         set_global_rng_state(state["rng_global"])
         return json.loads(state["history"])
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
@@ -244,30 +259,39 @@ def selfplay_stage(cfg: RunConfig, game: SelfPlay, device, history: list[dict] |
     `tracker` also receives each line (logger=wandb).
     """
     tracker = tracker or tracking.Tracker()
+    ranks = game.ranks  # with several (torchrun): metrics averaged over them, rank 0 writes
     path = os.path.join(cfg.out_dir, "checkpoint.pt")
     history = history or []
     total = cfg.selfplay.iterations
     every = cfg.selfplay.eval_every if evaluate_every is None else evaluate_every
     saved_at = game.iteration if history else None  # a restored game sits at its checkpoint
-    write_metrics(cfg.out_dir, history, name=name)  # a resumed run drops the lines written after its checkpoint
+    if ranks.main:
+        write_metrics(cfg.out_dir, history, name=name)  # a resumed run drops the lines written after its checkpoint
     label = "self-play" if name == "selfplay" else name.replace("_", " ")
     progress = tqdm(range(game.iteration, total), desc=label, dynamic_ncols=True,
-                    initial=game.iteration, total=total)
+                    initial=game.iteration, total=total, disable=not ranks.main)
     try:
         for _ in progress:
             games = game.play()  # seeds, attacks, replay, answers, judge, pool
             metrics = game.learn(games)  # one PPO update of both roles (and the PPO-ptx term)
-            if every and (game.iteration % every == 0 or game.iteration == total):
+            if ranks.active:
+                metrics = distributed.reduce_metrics(metrics, ranks)
+                distributed.check_in_sync(game.model, game.pool.to_json(), ranks)  # raises if they differ
+                metrics.update({"dist/ranks": float(ranks.world_size), "dist/in_sync": 1.0})
+            if ranks.main and every and (game.iteration % every == 0 or game.iteration == total):
                 held_out = held_out_numbers(game.model, game.tokenizer, game.world, cfg)
                 metrics.update({f"eval/{k}": v for k, v in held_out.items()})
             history.append(metrics)
-            write_metrics(cfg.out_dir, [metrics], mode="a", name=name)
-            tracker.log(metrics)
+            if ranks.main:
+                write_metrics(cfg.out_dir, [metrics], mode="a", name=name)
+                tracker.log(metrics)
             progress.set_postfix(asr=f"{metrics['game/asr']:.2f}", over_refusal=f"{metrics['game/over_refusal']:.2f}",
                                  kl=f"{metrics.get('defender/kl_to_ref', float('nan')):.2f}")
             if checkpoints and ((cfg.checkpoint_every and game.iteration % cfg.checkpoint_every == 0)
                                 or game.iteration == total):
-                save_run(path, cfg, game, history, device)  # atomic: a crash leaves the previous one
+                states = distributed.gather(distributed.rank_state_json(game.rank_state()), ranks)
+                if ranks.main:
+                    save_run(path, cfg, game, history, device, states if ranks.active else None)  # atomic
                 saved_at = game.iteration
     except (FloatingPointError, ValueError) as e:
         if not _non_finite(e):
@@ -289,17 +313,28 @@ def run(cfg: RunConfig, log=print) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
+    ranks = distributed.from_environment()  # rank 0 of 1 unless torchrun started this process
+    if cfg.selfplay.seeds_per_iteration % ranks.world_size:
+        raise ConfigError(f"selfplay.seeds_per_iteration={cfg.selfplay.seeds_per_iteration} must be divisible by "
+                          f"the number of processes, {ranks.world_size}")
     try:
-        device = pick_device(cfg.device)
+        device = distributed.rank_device(pick_device(cfg.device), ranks)
     except RuntimeError as e:
         raise ConfigError(str(e)) from None
-    state = resume_point(cfg, device)
+    state = resume_point(cfg, device, ranks)
+    distributed.start(ranks, device)
+    if not ranks.main:
+        log = lambda *a: None  # noqa: E731  rank 0 prints
     os.makedirs(cfg.out_dir, exist_ok=True)
     world = World(cfg.world_seed)
 
-    tracker = tracking.start(cfg)
+    tracker = tracking.start(cfg) if ranks.main else tracking.Tracker()
+    if not ranks.main:  # the supervised stage runs on rank 0; the others then read its cached checkpoint
+        distributed.barrier(ranks)
     model, tokenizer, sft_path = supervised_model(cfg, world, device, log, tracker)
-    checkpoint.atomic_write_text(os.path.join(cfg.out_dir, "config.json"), to_json(cfg))
+    if ranks.main:
+        distributed.barrier(ranks)
+        checkpoint.atomic_write_text(os.path.join(cfg.out_dir, "config.json"), to_json(cfg))
 
     def evaluated(model) -> dict:
         """`evaluate` on held-out intents; for a pretrained start, the real-text safe set too."""
@@ -309,6 +344,14 @@ def run(cfg: RunConfig, log=print) -> dict:
         return results
 
     columns = {}
+    if not ranks.main:  # the other ranks only play and learn
+        if cfg.stage in ("selfplay", "all"):
+            game = make_game(cfg, model, tokenizer, world, ranks=ranks)
+            if state:
+                restore(game, state, os.path.join(cfg.out_dir, "checkpoint.pt"))
+            selfplay_stage(cfg, game, device)
+        distributed.stop(ranks)
+        return {}
     if cfg.sft.init_from:  # the pretrained model as it came, on real text only (it knows no world)
         base, base_tokenizer = load_pretrained(cfg.sft.init_from, device)
         base.bf16 = cfg.precision == "bf16"
@@ -316,7 +359,7 @@ def run(cfg: RunConfig, log=print) -> dict:
         del base
     columns["supervised"] = evaluated(model)
     if cfg.stage in ("selfplay", "all"):
-        game, history = make_game(cfg, model, tokenizer, world), []
+        game, history = make_game(cfg, model, tokenizer, world, ranks=ranks), []
         if state:
             history = restore(game, state, os.path.join(cfg.out_dir, "checkpoint.pt"))
             log(f"self-play: resuming from {cfg.out_dir}/checkpoint.pt at iteration {game.iteration}")
@@ -340,4 +383,5 @@ def run(cfg: RunConfig, log=print) -> dict:
         log("self-play time: " + ", ".join(f"{k.split('/')[1]} {v:.0f} s" for k, v in split.items()))
     log(f"wall time {results['wall_time_s']:.0f} s, peak memory {results['peak_memory_gb']:.2f} GB, "
         f"outputs in {cfg.out_dir}/")
+    distributed.stop(ranks)
     return results

@@ -378,7 +378,8 @@ def rollout_stats(batch: RolloutBatch, returns: torch.Tensor, cfg: PPOConfig) ->
 
 
 def ppo_update(model, optimizer, batch: RolloutBatch | list[RolloutBatch], cfg: PPOConfig, generator=None,
-               ptx_loss: Optional[Callable[[], torch.Tensor]] = None, ptx_coef: float = 0.0) -> dict:
+               ptx_loss: Optional[Callable[[], torch.Tensor]] = None, ptx_coef: float = 0.0,
+               reduce_gradients: Optional[Callable[[], None]] = None) -> dict:
     """Several epochs of clipped-PPO minibatch steps on one rollout batch, or on several.
 
     Several batches (self-play gives one per role, each padded to its own width) are one
@@ -392,6 +393,9 @@ def ppo_update(model, optimizer, batch: RolloutBatch | list[RolloutBatch], cfg: 
     every minibatch adds `ptx_coef` times it to its loss before the one backward pass and
     the one gradient clip (PPO-ptx, InstructGPT's eq. 2), so the coefficient weighs it
     against the PPO terms.
+
+    `reduce_gradients`, when given, runs after each backward pass and before the clip: the
+    data-parallel ranks' all-reduce (`distributed.all_reduce_gradients`).
 
     Returns float metrics, overall and per role ("attacker/clipfrac", ...).
     Raises FloatingPointError at the first non-finite input, loss or gradient.
@@ -447,6 +451,8 @@ def ppo_update(model, optimizer, batch: RolloutBatch | list[RolloutBatch], cfg: 
 
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if reduce_gradients is not None:  # data-parallel ranks: average the gradients first
+                reduce_gradients()
             grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)  # [37 details]
             _check_finite(where, **{"gradient norm": grad_norm})
             optimizer.step()

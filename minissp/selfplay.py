@@ -43,6 +43,7 @@ import torch
 
 from .checkpoint import python_rng_from_json, python_rng_to_json
 from .diversity import distinct_n
+from .distributed import REPLAY_STREAM, Ranks, all_reduce_gradients, gather, stream_seed
 from .judge import Judge
 from .ppo import PPOConfig, make_rollout_batch, ppo_update
 from .replay import UCB_C, Experience, ExperiencePool, make_sampler, replay_count, selection_capture
@@ -181,7 +182,8 @@ class SelfPlay:
     """The game state of one run: model, reference, optimizer, pool and the RNGs."""
 
     def __init__(self, model, ref_model, tokenizer, world: World, cfg: SelfPlayConfig, ppo_cfg: PPOConfig,
-                 optimizer, seed: int = 0, frozen_attacker=None, frozen_defender=None, ptx_data=None):
+                 optimizer, seed: int = 0, frozen_attacker=None, frozen_defender=None, ptx_data=None,
+                 ranks: Ranks = Ranks()):
         if frozen_attacker is not None and frozen_defender is not None:
             raise ValueError("at most one role can be frozen: nothing would be trained")
         self.model, self.ref_model, self.tokenizer = model, ref_model, tokenizer
@@ -193,10 +195,18 @@ class SelfPlay:
                             if frozen is None]
         self.pool = ExperiencePool(cfg.pool_capacity)
         self.sampler = make_sampler(cfg.replay, cfg.ucb_c)
-        self.rng = random.Random(seed)
-        self.np_rng = np.random.default_rng(seed)
+        # with several ranks (torchrun, `distributed.py`): each rank plays its share of the games with its
+        # own streams, and all draw the replayed entries from one shared generator
+        if cfg.seeds_per_iteration % ranks.world_size:
+            raise ValueError(f"selfplay.seeds_per_iteration={cfg.seeds_per_iteration} must be divisible by the "
+                             f"{ranks.world_size} ranks")
+        self.ranks = ranks
+        own = stream_seed(seed, ranks.rank)
+        self.rng = random.Random(own)
+        self.np_rng = np.random.default_rng(own)
+        self.replay_rng = np.random.default_rng([seed, REPLAY_STREAM]) if ranks.active else self.np_rng
         device = next(model.parameters()).device
-        self.generator = torch.Generator(device=device).manual_seed(seed)
+        self.generator = torch.Generator(device=device).manual_seed(own)
         self.iteration = 0
         self.ptx_batches = PtxBatches(ptx_data, cfg.ptx_batch_size, self.rng) if ptx_data else None
 
@@ -210,11 +220,13 @@ class SelfPlay:
         """Steps 1-6 of the loop: play one batch of games and record them in the pool."""
         cfg = self.cfg
         t0 = time.perf_counter()
-        # 1-3. seeds, fresh attacks, replayed attacks
-        n_replay = replay_count(cfg.seeds_per_iteration, cfg.replay_fraction, len(self.pool))
-        replayed = self.sampler.sample(self.pool, n_replay, self.np_rng)
-        selection = selection_capture(self.pool, replayed)
-        seeds = draw_seeds(self.world, cfg.seeds_per_iteration - len(replayed), cfg.harmful_fraction, self.rng)
+        # 1-3. seeds, fresh attacks, replayed attacks (with N ranks: N·k drawn alike on every rank, k each)
+        games, ranks = cfg.seeds_per_iteration // self.ranks.world_size, self.ranks
+        n_replay = replay_count(games, cfg.replay_fraction, len(self.pool) // ranks.world_size)
+        drawn = self.sampler.sample(self.pool, n_replay * ranks.world_size, self.replay_rng)
+        replayed = drawn[ranks.rank * n_replay:(ranks.rank + 1) * n_replay]
+        selection = selection_capture(self.pool, drawn)
+        seeds = draw_seeds(self.world, games - len(replayed), cfg.harmful_fraction, self.rng)
         seed_texts = [phrase(intent, self.rng) for intent in seeds]
         attack_gen = self._generate(self.attacker, "attacker", seed_texts, cfg.attack_max_new_tokens)
         frames = [self.tokenizer.response_text(ids) for ids in attack_gen.response_ids.cpu()]
@@ -233,11 +245,14 @@ class SelfPlay:
         again = [self.judge.score(s, e.prompt, r)
                  for s, e, r in zip(replay_intents, replay_entries, answers[len(attacks):])]
         defender_rewards = [d for _, d, _ in fresh + again]
-        # 6. the pool: update what was replayed, then add the new attacks (indices shift on add)
-        self.pool.update(replayed, defender_rewards[len(attacks):])
-        for seed, text, attack, reward in zip(seeds, seed_texts, attacks, defender_rewards):
-            self.pool.add(attack, text, seed.id, HARMFUL if seed.harmful else BENIGN,
-                          identify_family(attack), self.iteration, reward)
+        # 6. the pool: update what was replayed, then add the new attacks (indices shift on add); every
+        # rank's records, in rank order, so that all ranks' pools stay the same
+        added = [(attack, text, seed.id, HARMFUL if seed.harmful else BENIGN, identify_family(attack), reward)
+                 for seed, text, attack, reward in zip(seeds, seed_texts, attacks, defender_rewards)]
+        records = gather((replayed, defender_rewards[len(attacks):], added), ranks)
+        self.pool.update([i for r in records for i in r[0]], [x for r in records for x in r[1]])
+        for attack, text, intent, label, family, reward in (entry for r in records for entry in r[2]):
+            self.pool.add(attack, text, intent, label, family, self.iteration, reward)
         t2 = time.perf_counter()
         return Games(self.iteration, seeds, attacks, replay_entries, attack_gen, defense_gen, fresh, again,
                      {"time/sampling": t1 - t0, "time/judging": t2 - t1}, selection)
@@ -276,8 +291,10 @@ class SelfPlay:
             return lm_loss(self.model, next(self.ptx_batches), self.tokenizer.pad_id)
         with_ptx = self.ptx_batches is not None and self.cfg.ptx_coef > 0
         self.model.train()
+        reduce = (lambda: all_reduce_gradients(self.model, self.ranks)) if self.ranks.active else None
         metrics = ppo_update(self.model, self.optimizer, batches, self.ppo_cfg, generator=self.generator_cpu(),
-                             ptx_loss=ptx if with_ptx else None, ptx_coef=self.cfg.ptx_coef)
+                             ptx_loss=ptx if with_ptx else None, ptx_coef=self.cfg.ptx_coef,
+                             reduce_gradients=reduce)
         self.model.eval()
         return metrics
 
@@ -302,7 +319,19 @@ class SelfPlay:
             "rng_torch": self.generator.get_state(),
             "ptx_pending": json.dumps(self.ptx_batches.pending if self.ptx_batches is not None else []),
             "iteration": self.iteration,
-        }
+        } | ({"rng_replay": json.dumps(self.replay_rng.bit_generator.state)} if self.ranks.active else {})
+
+    def rank_state(self) -> dict:
+        """This rank's own streams, the part of `state_dict` that differs between ranks."""
+        state = self.state_dict()
+        return {k: state[k] for k in ("rng_python", "rng_numpy", "rng_torch", "ptx_pending")}
+
+    def load_rank_state(self, state: dict) -> None:
+        self.rng.setstate(python_rng_from_json(state["rng_python"]))
+        self.np_rng.bit_generator.state = json.loads(state["rng_numpy"])
+        self.generator.set_state(state["rng_torch"].cpu())
+        if self.ptx_batches is not None:
+            self.ptx_batches.pending = json.loads(state["ptx_pending"])
 
     def load_state_dict(self, state: dict) -> None:
         """Restore what `state_dict` saved; the next `step` then plays what it would have played."""
@@ -315,6 +344,8 @@ class SelfPlay:
         self.generator.set_state(state["rng_torch"].cpu())  # a generator's state lives on the CPU
         if self.ptx_batches is not None:
             self.ptx_batches.pending = json.loads(state["ptx_pending"])
+        if self.ranks.active:
+            self.replay_rng.bit_generator.state = json.loads(state["rng_replay"])
         self.iteration = int(state["iteration"])
 
     def _game_metrics(self, games: Games) -> dict:
