@@ -64,7 +64,8 @@ from .checkpoint import CheckpointError
 from .config import (ConfigError, RunConfig, build_config, from_json, sft_fingerprint, source_digest, to_dict,
                      to_json)
 from .methods import METHODS, SELF_PLAY, run_cell, train_supervised
-from .pipeline import RESUMABLE_KEYS, RunStopped
+from .pipeline import RunStopped
+from .resume import RESUMABLE_KEYS
 
 # The grid's settings on top of the config's defaults: every trained method runs train.py's
 # self-play length (selfplay.iterations) with held-out checks every 25 iterations; the quick
