@@ -83,7 +83,7 @@ default config's tokenizer a prompt of 180 characters takes at most 85 (an encod
 tokens, so characters bound the count better than words do)."""
 PADDING_RATIO = 1
 """The story before the request has at least this many times the request's words, where the prompt
-still fits MAX_CHARS (so the request is never cut off): 20 to 40 words of it."""
+still fits MAX_CHARS (so the request is never cut off): 10 to 25 words of it."""
 PADDING_LEAD = "now my question :"
 REPEAT_LINK = "please answer the request :"
 
