@@ -221,12 +221,12 @@ class SelfPlay:
         cfg = self.cfg
         t0 = time.perf_counter()
         # 1-3. seeds, fresh attacks, replayed attacks (with N ranks: N·k drawn alike on every rank, k each)
-        games, ranks = cfg.seeds_per_iteration // self.ranks.world_size, self.ranks
-        n_replay = replay_count(games, cfg.replay_fraction, len(self.pool) // ranks.world_size)
+        n_games, ranks = cfg.seeds_per_iteration // self.ranks.world_size, self.ranks
+        n_replay = replay_count(n_games, cfg.replay_fraction, len(self.pool) // ranks.world_size)
         drawn = self.sampler.sample(self.pool, n_replay * ranks.world_size, self.replay_rng)
         replayed = drawn[ranks.rank * n_replay:(ranks.rank + 1) * n_replay]
         selection = selection_capture(self.pool, drawn)
-        seeds = draw_seeds(self.world, games - len(replayed), cfg.harmful_fraction, self.rng)
+        seeds = draw_seeds(self.world, n_games - len(replayed), cfg.harmful_fraction, self.rng)
         seed_texts = [phrase(intent, self.rng) for intent in seeds]
         attack_gen = self._generate(self.attacker, "attacker", seed_texts, cfg.attack_max_new_tokens)
         frames = [self.tokenizer.response_text(ids) for ids in attack_gen.response_ids.cpu()]
@@ -307,29 +307,31 @@ class SelfPlay:
         so that `torch.load(weights_only=True)` reads it back: the model, the reference
         model, the optimizer, the pool, the three RNGs (python's `random.Random`, numpy's
         Generator, the sampler's torch Generator, which also seeds the PPO shuffles through
-        `generator_cpu`), the PPO-ptx position and the iteration. A frozen attacker or
-        defender is not included: it never changes, so its owner rebuilds it."""
+        `generator_cpu`), the PPO-ptx position and the iteration; with several ranks, also the
+        replay generator they share. A frozen attacker or defender is not included: it never
+        changes, so its owner rebuilds it."""
         return {
             "model": self.model.state_dict(),
             "ref_model": self.ref_model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "pool": self.pool.to_json(),
-            "rng_python": python_rng_to_json(self.rng.getstate()),
-            "rng_numpy": json.dumps(self.np_rng.bit_generator.state),
-            "rng_torch": self.generator.get_state(),
-            "ptx_pending": json.dumps(self.ptx_batches.pending if self.ptx_batches is not None else []),
+            **self.rank_state(),
             "iteration": self.iteration,
         } | ({"rng_replay": json.dumps(self.replay_rng.bit_generator.state)} if self.ranks.active else {})
 
     def rank_state(self) -> dict:
         """This rank's own streams, the part of `state_dict` that differs between ranks."""
-        state = self.state_dict()
-        return {k: state[k] for k in ("rng_python", "rng_numpy", "rng_torch", "ptx_pending")}
+        return {
+            "rng_python": python_rng_to_json(self.rng.getstate()),
+            "rng_numpy": json.dumps(self.np_rng.bit_generator.state),
+            "rng_torch": self.generator.get_state(),
+            "ptx_pending": json.dumps(self.ptx_batches.pending if self.ptx_batches is not None else []),
+        }
 
     def load_rank_state(self, state: dict) -> None:
-        self.rng.setstate(python_rng_from_json(state["rng_python"]))
+        self.rng.setstate(python_rng_from_json(state["rng_python"]))  # in place: PtxBatches shares self.rng
         self.np_rng.bit_generator.state = json.loads(state["rng_numpy"])
-        self.generator.set_state(state["rng_torch"].cpu())
+        self.generator.set_state(state["rng_torch"].cpu())  # a generator's state lives on the CPU
         if self.ptx_batches is not None:
             self.ptx_batches.pending = json.loads(state["ptx_pending"])
 
@@ -339,11 +341,7 @@ class SelfPlay:
         self.ref_model.load_state_dict(state["ref_model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.pool = ExperiencePool.from_json(state["pool"])
-        self.rng.setstate(python_rng_from_json(state["rng_python"]))  # in place: PtxBatches shares self.rng
-        self.np_rng.bit_generator.state = json.loads(state["rng_numpy"])
-        self.generator.set_state(state["rng_torch"].cpu())  # a generator's state lives on the CPU
-        if self.ptx_batches is not None:
-            self.ptx_batches.pending = json.loads(state["ptx_pending"])
+        self.load_rank_state(state)
         if self.ranks.active:
             self.replay_rng.bit_generator.state = json.loads(state["rng_replay"])
         self.iteration = int(state["iteration"])
