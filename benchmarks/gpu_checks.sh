@@ -33,4 +33,9 @@ if [ "${QUICK:-0}" = 1 ]; then
 else
     step train_gpu_preset /usr/bin/time -v python train.py preset=gpu precision=bf16 device="$DEVICE" out_dir="$OUT/run_gpu" sft_cache_dir="$OUT/cache"
 fi
+# torchrun on the GPUs there are (NCCL, one process per GPU); with one GPU, 1 process against plain
+# train.py only: N processes on one GPU would share it, which is not a scaling result
+GPUS=$( [ "$DEVICE" = cuda ] && nvidia-smi -L 2>/dev/null | wc -l || echo 1 )
+step torchrun python benchmarks/bench_distributed.py --processes "$(( GPUS > 1 ? GPUS : 1 ))" --repeats 1 \
+    --out "$OUT/torchrun.json" preset=tiny device="$DEVICE" selfplay.iterations=20 selfplay.seeds_per_iteration=32
 echo "done; results in $OUT/"

@@ -83,6 +83,9 @@ def from_environment() -> Ranks:
 def rank_device(device: torch.device, ranks: Ranks) -> torch.device:
     """On CUDA with several ranks, rank r's GPU is LOCAL_RANK (one per process); else `device`."""
     if ranks.active and device.type == "cuda":
+        if ranks.local_rank >= torch.cuda.device_count():
+            raise RuntimeError(f"torchrun started {ranks.world_size} processes, one GPU each, but this machine has "
+                               f"{torch.cuda.device_count()} GPU(s); use --nproc_per_node={torch.cuda.device_count()}")
         device = torch.device("cuda", ranks.local_rank)
         torch.cuda.set_device(device)
     return device

@@ -152,3 +152,12 @@ def test_each_rank_has_its_own_streams_and_all_share_the_replay_draws():
     assert alone.replay_rng is alone.np_rng  # one process: the replay draws come from its own stream, as always
     with pytest.raises(ValueError, match="divisible"):
         game(0, 3)
+
+
+def test_more_processes_than_gpus_is_refused_in_one_line(monkeypatch):
+    import torch
+    from minissp.distributed import Ranks, rank_device
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(RuntimeError, match=r"2 processes, one GPU each, but this machine has 1 GPU\(s\)"):
+        rank_device(torch.device("cuda"), Ranks(1, 2, 1))
+    assert rank_device(torch.device("cpu"), Ranks(1, 2, 1)) == torch.device("cpu")
