@@ -10,7 +10,8 @@ default value runs in `OUT/runs/default/`, which the sweeps of every knob share.
 writes, for git:
 
 - `OUT/<knob>.md`: per value, the final held-out numbers as mean [95% bootstrap interval] over
-  seeds, and how the replay chose: `failure_capture` (1 = the k worst failures, what c = 0 does)
+  seeds, each value's paired difference from the default value (seed by seed), and how the
+  replay chose: `failure_capture` (1 = the k worst failures, what c = 0 does)
   and `rarity_capture` (1 = the k least visited entries, "least visited first"), averaged over
   the run (`replay.selection_capture`);
 - `OUT/<knob>.json`: the same numbers per seed;
@@ -18,6 +19,7 @@ writes, for git:
   value, with intervals.
 
 Any `key=value` of minissp/config.py applies to every run of the sweep, as in a grid.
+`python -m minissp.sweep --report OUT/<knob>.json` rewrites the .md from the .json alone.
 """
 
 from __future__ import annotations
@@ -34,9 +36,12 @@ from .checkpoint import CheckpointError
 from .config import ConfigError, build_config, get_value
 from .experiments import GRID, JOBS, run_grid
 from .pipeline import RunStopped
-from .stats import bootstrap_mean_ci
+from .stats import bootstrap_mean_ci, paired_difference
 
 METHOD = "ssp_ucb"
+PAIRED = ("asr_unseen", "asr_novel", "over_refusal_adversarial_benign", "helpfulness")
+"""Columns also compared value by value with the default, seed by seed (every value of a seed starts
+from that seed's supervised model, so the seed pairs them)."""
 COLUMNS = [  # (title, key in a cell's numbers or history, a percentage)
     ("ASR unseen", "asr_unseen", True), ("ASR seen", "asr_seen", True), ("ASR novel forms", "asr_novel", True),
     ("over-refusal adv. benign", "over_refusal_adversarial_benign", True), ("helpfulness", "helpfulness", True),
@@ -96,8 +101,35 @@ def _read(folder: str, seed: int) -> dict:
         return json.load(f)
 
 
+def default_value(knob: str, values: list[str]) -> str | None:
+    """The value of `values` that is the config's default for `knob` (None: not swept)."""
+    default = get_value(build_config([]), knob)
+    return next((v for v in values if get_value(build_config([f"{knob}={v}"]), knob) == default), None)
+
+
+def format_paired(report: dict) -> str:
+    """Each value minus the default value, per seed: mean [interval] (seeds where the sign holds / seeds)."""
+    base = default_value(report["knob"], report["values"])
+    if base is None:
+        return ""
+    titles = {key: title for title, key, _ in COLUMNS}
+    rows = [[f"{report['knob']} − {base}", *(f"{titles[k]} (%)" for k in PAIRED)]]
+    rows.append(["---"] * len(rows[0]))
+    for value in report["values"]:
+        if value == base:
+            continue
+        row = [value]
+        for key in PAIRED:
+            d = paired_difference(*({s: n[key] for s, n in report["per_seed"][v].items()} for v in (value, base)))
+            row.append(f"{100 * d['mean']:+.1f} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}] ({d['sign_holds']}/{d['n']})")
+        rows.append(row)
+    return ("\nPaired with the default value, seed by seed: mean [interval] (seeds on which the mean's sign "
+            "holds / seeds).\n\n" + "\n".join("| " + " | ".join(r) + " |" for r in rows) + "\n")
+
+
 def format_sweep(report: dict) -> str:
-    """The markdown table: one row per value, mean [interval] per column."""
+    """The markdown report: one row per value, mean [interval] per column; then each value paired
+    with the default."""
     head = [report["knob"], *(f"{t}{' (%)' if pct else ''}" for t, _, pct in COLUMNS)]
     rows = [head, ["---"] * len(head)]
     for value, numbers in report["summary"].items():
@@ -112,22 +144,31 @@ def format_sweep(report: dict) -> str:
             f"seeds. Capture: the run's mean over iterations. Command: `python -m minissp.sweep --knob "
             f"{report['knob']} --values {' '.join(report['values'])} --seeds {seeds}"
             f"{''.join(' ' + o for o in report['overrides'])}`\n")
-    return "\n".join("| " + " | ".join(r) + " |" for r in rows) + "\n" + note
+    return "\n".join("| " + " | ".join(r) + " |" for r in rows) + "\n" + note + format_paired(report)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Sweep one config knob for SSP-UCB over seeds.")
     parser.add_argument("overrides", nargs="*", help="key=value config overrides for every run")
-    parser.add_argument("--knob", required=True, help="the config key to sweep, e.g. selfplay.ucb_c")
-    parser.add_argument("--values", nargs="+", required=True)
+    parser.add_argument("--knob", help="the config key to sweep, e.g. selfplay.ucb_c")
+    parser.add_argument("--values", nargs="+")
+    parser.add_argument("--report", metavar="JSON", help="only rewrite the .md of a sweep's .json (no runs)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", default="results/sweeps")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     try:
+        if args.report:
+            with open(args.report) as f:
+                report = json.load(f)
+            checkpoint.atomic_write_text(os.path.splitext(args.report)[0] + ".md", format_sweep(report))
+            print(format_sweep(report))
+            return 0
+        if not args.knob or not args.values:
+            raise ConfigError("--knob and --values are needed (or --report JSON)")
         report = run_sweep(args.knob, args.values, args.seeds, args.out, args.overrides, args.workers, args.threads)
-    except (ConfigError, CheckpointError, RunStopped, OSError, KeyError) as e:
+    except (ConfigError, CheckpointError, RunStopped, OSError, KeyError, ValueError) as e:
         print("error: " + " ".join(str(e).splitlines()), file=sys.stderr)
         return 2
     print(format_sweep(report))
