@@ -252,30 +252,27 @@ def run(cfg: RunConfig, log=print) -> dict:
         return results
 
     columns = {}
-    if not ranks.main:  # the other ranks only play and learn
-        if cfg.stage in ("selfplay", "all"):
-            game = make_game(cfg, model, tokenizer, world, ranks=ranks)
-            if state:
-                restore(game, state, os.path.join(cfg.out_dir, "checkpoint.pt"))
-            selfplay_stage(cfg, game, device)
-        distributed.stop(ranks)
-        return {}
-    if cfg.sft.init_from:  # the pretrained model as it came, on real text only (it knows no world)
+    if cfg.sft.init_from and ranks.main:  # the pretrained model as it came, on real text only (it knows no world)
         base, base_tokenizer = load_pretrained(cfg.sft.init_from, device)
         base.bf16 = cfg.precision == "bf16"
         columns["pretrained"] = {"safe_set_over_refusal": safe_set_over_refusal(base, base_tokenizer, cfg.eval)}
         del base
-    columns["supervised"] = evaluated(model)
-    if cfg.stage in ("selfplay", "all"):
+    if ranks.main:
+        columns["supervised"] = evaluated(model)
+    if cfg.stage in ("selfplay", "all"):  # every rank plays and learns
         game, history = make_game(cfg, model, tokenizer, world, ranks=ranks), []
         if state:
             history = restore(game, state, os.path.join(cfg.out_dir, "checkpoint.pt"))
             log(f"self-play: resuming from {cfg.out_dir}/checkpoint.pt at iteration {game.iteration}")
         history = selfplay_stage(cfg, game, device, history, tracker=tracker)
-        checkpoint.save_model(os.path.join(cfg.out_dir, "final.pt"), model, tokenizer,
-                              world_seed=world.seed, seed=cfg.seed)
-        columns["self-play"] = evaluated(model)
-        columns["self-play"]["timing"] = timing_split(history)
+        if ranks.main:
+            checkpoint.save_model(os.path.join(cfg.out_dir, "final.pt"), model, tokenizer,
+                                  world_seed=world.seed, seed=cfg.seed)
+            columns["self-play"] = evaluated(model)
+            columns["self-play"]["timing"] = timing_split(history)
+    if not ranks.main:  # rank 0 evaluates and writes the results
+        distributed.stop(ranks)
+        return {}
 
     table = format_table(columns)
     results = {"columns": columns, "table": table, "sft_checkpoint": sft_path,
