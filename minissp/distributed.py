@@ -155,8 +155,9 @@ def reduce_metrics(metrics: dict, ranks: Ranks) -> dict:
     out = {}
     for key in metrics | {k: v for m in every for k, v in m.items()}:
         if key.startswith("family/"):  # a share of a rank's attacks: a rank without the family had 0
-            every = [m if key in m else m | {key: 0.0} for m in every]
-        values = [m[key] for m in every if key in m and isinstance(m[key], (int, float))]
+            values = [m.get(key, 0.0) for m in every]
+        else:
+            values = [m[key] for m in every if key in m and isinstance(m[key], (int, float))]
         finite = [v for v in values if v == v]
         if key == "iteration" or not values:
             out[key] = metrics.get(key, values[0] if values else None)

@@ -221,7 +221,8 @@ class SelfPlay:
         cfg = self.cfg
         t0 = time.perf_counter()
         # 1-3. seeds, fresh attacks, replayed attacks (with N ranks: N·k drawn alike on every rank, k each)
-        n_games, ranks = cfg.seeds_per_iteration // self.ranks.world_size, self.ranks
+        ranks = self.ranks
+        n_games = cfg.seeds_per_iteration // ranks.world_size
         n_replay = replay_count(n_games, cfg.replay_fraction, len(self.pool) // ranks.world_size)
         drawn = self.sampler.sample(self.pool, n_replay * ranks.world_size, self.replay_rng)
         replayed = drawn[ranks.rank * n_replay:(ranks.rank + 1) * n_replay]
