@@ -43,7 +43,7 @@ import functools
 import itertools
 import random
 
-from .corpora import PLAIN, EvalPrompt, wrap
+from .corpora import PLAIN, EvalPrompt
 from .intents import HARMFUL, HELDOUT, Intent, phrase
 from .tactics import FAMILIES, FORMS as ENCODINGS, SEEN_FAMILIES, UNSEEN_FAMILIES, _fill, _task
 
@@ -115,12 +115,17 @@ def fitting_stacks(request: str, intent: Intent, pools: tuple[tuple[str, ...], .
     return out
 
 
+DRAWS = 1000
+"""Most stacks `draw_stack` tries around one text before it falls back to the key phrase (in practice
+the first or second draw fits)."""
+
+
 def draw_stack(request: str, intent: Intent, pools: tuple[tuple[str, ...], ...], rng: random.Random) -> tuple[str, list[str]]:
     """(prompt, families innermost first): a stack drawn uniformly among those that fit. When none fits
     around the phrased request, the bare key phrase is wrapped instead (three long templates)."""
     for text in (request, intent.key):
         choices = fitting_stacks(text, intent, pools)
-        while choices:
+        for _ in range(DRAWS if choices else 0):  # bounded: a stack that fits only with some cuts ends
             names = rng.choice(choices)
             prompt = stack(text, intent, names, rng)
             if len(prompt) <= MAX_CHARS:  # a split cuts at a random word, so the length can differ
