@@ -142,14 +142,19 @@ def cached(spec: dict) -> dict | None:
     return result if result.get("fingerprint") == spec["fingerprint"] else None
 
 
-def jobs_dir(out: str) -> str:
-    """`out/jobs/`, created with a `.gitignore` of `*` in it, so that git never picks the cache up."""
-    path = os.path.join(out, JOBS)
+def ignored_folder(path: str, what: str) -> str:
+    """`path`, created with a `.gitignore` of `*` in it (saying it holds `what`), so that git never
+    picks it up wherever it lies."""
     os.makedirs(path, exist_ok=True)
     ignore = os.path.join(path, ".gitignore")
     if not os.path.exists(ignore):
-        checkpoint.atomic_write_text(ignore, "# the job cache of minissp/experiments.py: never committed\n*\n")
+        checkpoint.atomic_write_text(ignore, f"# {what}: never committed\n*\n")
     return path
+
+
+def jobs_dir(out: str) -> str:
+    """`out/jobs/`, the job cache, git-ignored (`ignored_folder`)."""
+    return ignored_folder(os.path.join(out, JOBS), "the job cache of minissp/experiments.py")
 
 
 def cell_spec(cfg: RunConfig, method: str, adaptive_iterations: int, out: str, sources: str) -> dict:

@@ -78,17 +78,22 @@ def over_seeds(cells: list[dict], key: str, history="history", window: int = 1):
     return pairs[0][0][:n], np.stack([smooth(y[:n], window) for _, y in pairs])
 
 
+def held_out_curve(cells: list[dict], key: str):
+    """x from 0 (the supervised model, `start_eval`) and the (seeds, 1 + T) held-out values of `key`."""
+    x, ys = over_seeds(cells, f"eval/{key}")
+    return np.concatenate([[0], x]), np.column_stack([[c["start_eval"][key] for c in cells], ys])
+
+
 def asr_over_iterations(results, titles, path):
     fig, axes = plt.subplots(1, 3, figsize=(15, 4), sharey=True)
     for ax, key, name in zip(axes, ("asr_seen", "asr_unseen", "asr_novel"),
                              ("seen families", "unseen families", "novel forms")):
         for method, cells in results.items():
-            start = [c["start_eval"][key] for c in cells]
-            x, ys = over_seeds(cells, f"eval/{key}")
-            if len(x) == 0:  # nothing trained: a flat reference line
-                ax.axhline(np.mean(start), linestyle="--", color="gray", label=titles[method])
+            x, ys = held_out_curve(cells, key)
+            if len(x) == 1:  # nothing trained: a flat reference line
+                ax.axhline(np.mean(ys[:, 0]), linestyle="--", color="gray", label=titles[method])
                 continue
-            band(ax, np.concatenate([[0], x]), np.column_stack([start, ys]), titles[method], marker="o", ms=3)
+            band(ax, x, ys, titles[method], marker="o", ms=3)
         ax.set(title=f"held-out ASR, {name}", ylim=(-0.02, 1.02))
         iteration_axis(ax, "iteration (defender updates)")
     axes[0].set_ylabel("attack success rate")
@@ -161,9 +166,7 @@ def discovery(results, titles, path, window=5):
         shares = [smooth(np.array([sum(c["history"][t].get(f"family/{f}", 0.0) for f in UNSEEN_FAMILIES)
                                    for t in range(n)]), window) for c in cells]  # (seeds, n)
         band(axes[0], np.arange(1, n + 1), shares, titles[method])
-        x, ys = over_seeds(cells, "eval/asr_unseen")
-        start = [c["start_eval"]["asr_unseen"] for c in cells]
-        band(axes[1], np.concatenate([[0], x]), np.column_stack([start, ys]), titles[method], marker="o", ms=3)
+        band(axes[1], *held_out_curve(cells, "asr_unseen"), titles[method], marker="o", ms=3)
     axes[0].set(title=f"unseen-family share of the attacker's harmful attacks (avg of {window})", ylim=(-0.02, 1.02))
     axes[1].set(title="held-out ASR, unseen families", ylim=(-0.02, 1.02))
     for ax in axes:
@@ -199,10 +202,7 @@ def sweep(knob: str, summary: dict[str, dict], cells: dict[str, list[dict]], pat
              title="held-out numbers (95% interval over seeds)")
     left.legend(fontsize=8)
     for value, runs in cells.items():
-        xs, ys = over_seeds(runs, "eval/asr_unseen")
-        start = [c["start_eval"]["asr_unseen"] for c in runs]
-        band(right, np.concatenate([[0], xs]), np.column_stack([start, ys]), f"{knob.split('.')[-1]} = {value}",
-             marker="o", ms=3)
+        band(right, *held_out_curve(runs, "asr_unseen"), f"{knob.split('.')[-1]} = {value}", marker="o", ms=3)
     right.set(title="held-out ASR, unseen families", ylim=(-0.02, 1.02))
     iteration_axis(right, "iteration (defender updates)")
     right.legend(fontsize=8)

@@ -34,7 +34,7 @@ import numpy as np
 from . import checkpoint, plots
 from .checkpoint import CheckpointError
 from .config import ConfigError, build_config, get_value
-from .experiments import GRID, JOBS, run_grid
+from .experiments import GRID, JOBS, ignored_folder, run_grid
 from .pipeline import RunStopped
 from .stats import bootstrap_mean_ci, paired_difference
 
@@ -51,14 +51,8 @@ COLUMNS = [  # (title, key in a cell's numbers or history, a percentage)
 
 def run_folder(out: str, knob: str, value: str) -> str:
     """Where one value's grid goes: the default value's is shared by every knob's sweep."""
-    is_default = get_value(build_config([f"{knob}={value}"]), knob) == get_value(build_config([]), knob)
-    name = "default" if is_default else f"{knob}={value}"
-    runs = os.path.join(out, "runs")
-    os.makedirs(runs, exist_ok=True)
-    ignore = os.path.join(runs, ".gitignore")
-    if not os.path.exists(ignore):
-        checkpoint.atomic_write_text(ignore, "# the grids of minissp/sweep.py: never committed\n*\n")
-    return os.path.join(runs, name)
+    name = "default" if default_value(knob, [value]) == value else f"{knob}={value}"
+    return os.path.join(ignored_folder(os.path.join(out, "runs"), "the grids of minissp/sweep.py"), name)
 
 
 def cell_numbers(cell: dict) -> dict[str, float]:
