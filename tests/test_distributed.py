@@ -107,7 +107,7 @@ def test_a_killed_two_rank_run_resumes_to_the_same_metrics(cache, two_ranks, tmp
             assert proc.poll() is None and time.time() < deadline, "the run ended before it could be killed"
             time.sleep(0.005)
     finally:
-        kill_every_process_of(out)  # torchrun and both ranks (torchrun starts them in sessions of their own)
+        kill_every_process_of(out)  # torchrun and both ranks (killing torchrun's process group alone left them running)
         proc.wait()
     assert not (out / "results.json").exists(), "the run finished before the kill"
     killed_at = checkpoint.load(str(out / "checkpoint.pt"))["iteration"]
