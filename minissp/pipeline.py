@@ -111,9 +111,10 @@ def ptx_data(cfg: RunConfig, world: World, tokenizer):
     behaviour as well as its knowledge.
     """
     rng = random.Random(cfg.seed)
+    documents_rng = random.Random(rng.getrandbits(64))  # drawn before the split-dependent safety corpus
     safety = safety_examples(world, cfg.sft, rng)
-    documents = replay_documents(capability_corpus(world.intents, rng, cfg.sft.capability_variants),
-                                 cfg.sft.capability_replay, len(safety), rng)
+    documents = replay_documents(capability_corpus(world.intents, documents_rng, cfg.sft.capability_variants),
+                                 cfg.sft.capability_replay, len(safety), documents_rng)
     return [encode_example(tokenizer, e, loss_on="response") for e in safety + documents]
 
 

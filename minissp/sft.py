@@ -222,9 +222,13 @@ def safety_examples(world: World, cfg: SFTConfig, rng: random.Random) -> list[Ex
 def build_corpora(world: World, cfg: SFTConfig, rng: random.Random) -> dict[str, list[tuple[Example, str]]]:
     """The examples of both stages, each with the tokens its loss covers."""
     capability = capability_corpus(world.intents, rng, cfg.capability_variants)
+    # the replay's own generator, seeded before any split-dependent draw: how many numbers the
+    # training-intent corpora consume depends on which intents they are, so a shared generator
+    # would make the replay's choice depend on the split
+    replay_rng = random.Random(rng.getrandbits(64))
     safety = safety_examples(world, cfg, rng)
     demos = attacker_corpus(world.intents, rng, cfg.attacker_variants)
-    replay = replay_documents(capability, cfg.capability_replay, len(safety) + len(demos), rng)
+    replay = replay_documents(capability, cfg.capability_replay, len(safety) + len(demos), replay_rng)
     return {
         "capability": [(e, "all") for e in capability],
         "alignment": [(e, "response") for e in safety + demos + replay],

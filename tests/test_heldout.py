@@ -80,17 +80,24 @@ def replayed_documents(world_seed, sft_cfg):
     return [(e.prompt, e.response, e.intent_id) for e, _ in corpora["alignment"] if e.role == TEXT]
 
 
-def test_stage2_replay_is_blind_to_the_split():
+# blind by construction, not by luck: under a shared generator, how many numbers the training
+# intents' corpora consume depends on the split, and the replay would follow it on some configs
+BLIND_CONFIGS = [[], ["preset=vulnerable_base"], ["seed=1"], ["seed=2"], ["sft.wrapped_refusals=7"]]
+
+
+@pytest.mark.parametrize("args", BLIND_CONFIGS)
+def test_stage2_replay_is_blind_to_the_split(args):
     """World seeds 0 and 1 hold out different intents; the text of the world is the same.
     A replay rule that never looks at the split picks the same documents from both."""
-    cfg = build_config([]).sft
+    cfg = build_config(args).sft
     assert [i.split for i in World(0).intents] != [i.split for i in World(1).intents]
     first, second = replayed_documents(0, cfg), replayed_documents(1, cfg)
     assert len(first) > 1000 and first == second
 
 
-def test_ptx_replay_is_blind_to_the_split(monkeypatch):
-    cfg = build_config([])
+@pytest.mark.parametrize("args", BLIND_CONFIGS)
+def test_ptx_replay_is_blind_to_the_split(args, monkeypatch):
+    cfg = build_config(args)
     first = [(e.prompt, e.response) for e in ptx_examples(cfg, World(0), monkeypatch) if e.role == TEXT]
     second = [(e.prompt, e.response) for e in ptx_examples(cfg, World(1), monkeypatch) if e.role == TEXT]
     assert len(first) > 100 and first == second
