@@ -173,6 +173,7 @@ LIMITS: dict[str, str] = {
     "sft.safety_variants": "[0, 100]",
     "sft.refusals_per_intent": "[0, 1000]",
     "sft.wrapped_refusals": "[0, 1000]",
+    "sft.open_variants": "[0, 100]",
     "sft.attacker_variants": "[0, 1000]",
     "sft.capability_steps": "[1, inf)",
     "sft.alignment_steps": "[1, inf)",
@@ -272,12 +273,16 @@ PRESETS: dict[str, dict[str, object]] = {
         "selfplay.iterations": 100, "selfplay.seeds_per_iteration": 64, "selfplay.response_max_new_tokens": 48,
         "ppo.lr": 3e-6, "ppo.minibatch_size": 16, "eval.max_new_tokens": 48, "eval.batch_size": 64,
     },
+    # the supervised base before it learned to refuse single seen templates: 3 wrapped refusals
+    # per harmful intent, compositions among them, no extra help outside them (docs/results.md)
+    "vulnerable_base": {"sft.wrapped_refusals": 3, "sft.refuse_stacks": True, "sft.open_variants": 0},
     # the tiny preset from a pretrained model the command line names (sft.init_from=DIR): the
     # pretrained path end to end in seconds on a CPU, for tests and smoke runs
     "pretrained_smoke": {
         "model.block_size": 320,
         "sft.capability_variants": 1, "sft.safety_variants": 1, "sft.refusals_per_intent": 2,
-        "sft.wrapped_refusals": 0, "sft.attacker_variants": 1, "sft.capability_steps": 4, "sft.alignment_steps": 4,
+        "sft.wrapped_refusals": 0, "sft.open_variants": 0, "sft.attacker_variants": 1,
+        "sft.capability_steps": 4, "sft.alignment_steps": 4,
         "sft.batch_size": 4, "sft.eval_every": 4, "sft.lr": 1e-4, "sft.warmup_steps": 1,
         "selfplay.iterations": 2, "selfplay.seeds_per_iteration": 4, "selfplay.eval_every": 2,
         "selfplay.eval_per_intent": 1,
@@ -290,7 +295,7 @@ PRESETS: dict[str, dict[str, object]] = {
     "tiny": {
         "model.n_layer": 1, "model.n_embd": 32, "model.n_head": 2, "model.block_size": 256, "sft.vocab_size": 400,
         "sft.capability_variants": 1, "sft.safety_variants": 1, "sft.refusals_per_intent": 2,
-        "sft.wrapped_refusals": 0,  # 3 would outnumber the 2 plain refusals per intent
+        "sft.wrapped_refusals": 0, "sft.open_variants": 0,  # 20 would outnumber the 2 plain refusals
         "sft.attacker_variants": 1, "sft.capability_steps": 6, "sft.alignment_steps": 6,
         "sft.batch_size": 8, "sft.eval_every": 5,
         "selfplay.iterations": 3, "selfplay.seeds_per_iteration": 8, "selfplay.eval_every": 2,

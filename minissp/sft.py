@@ -58,6 +58,7 @@ from .pretrained import load_pretrained
 from .tokenizer import Tokenizer
 from .world import World
 from .world.corpora import Example, attacker_corpus, capability_corpus, safety_corpus
+from .world.tactics import SEEN_FAMILIES, STACKABLE
 
 
 @dataclass
@@ -76,8 +77,13 @@ class SFTConfig:
     """Samples per (intent, family) pair in the safety-tuning data."""
     refusals_per_intent: int = 30
     """Refusals of plain requests per harmful training intent in the safety data."""
-    wrapped_refusals: int = 3
+    wrapped_refusals: int = 20
     """Refusals of requests wrapped in a seen family per harmful training intent (see corpora.py)."""
+    refuse_stacks: bool = False
+    """Whether those wrapped refusals include compositions (two seen families stacked)."""
+    open_variants: int = 6
+    """Extra helpful examples per benign intent in every form no wrapped refusal uses: plain
+    requests, and the families only helpfulness data covers (compositions unless refused, unseen)."""
     attacker_variants: int = 8
     """Attacker demonstrations per training intent."""
     capability_steps: int = 400
@@ -216,7 +222,9 @@ def replay_documents(documents: list[Example], share: float, n_others: int, rng:
 
 def safety_examples(world: World, cfg: SFTConfig, rng: random.Random) -> list[Example]:
     """Stage 2's safety-tuning corpus as `cfg` sizes it (the supervised stage and PPO-ptx both use it)."""
-    return safety_corpus(world.intents, rng, cfg.safety_variants, cfg.refusals_per_intent, cfg.wrapped_refusals)
+    families = SEEN_FAMILIES if cfg.refuse_stacks else STACKABLE
+    return safety_corpus(world.intents, rng, cfg.safety_variants, cfg.refusals_per_intent,
+                         cfg.wrapped_refusals, families, cfg.open_variants)
 
 
 def build_corpora(world: World, cfg: SFTConfig, rng: random.Random) -> dict[str, list[tuple[Example, str]]]:

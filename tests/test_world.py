@@ -12,7 +12,7 @@ from minissp.world import (BENIGN, BORDERLINE, FAMILIES, HARMFUL, HELDOUT, PLAIN
 from minissp.world.corpora import (attacker_corpus, capability_corpus, evaluation_prompts, expand_attack,
                                    safety_corpus, wrap)
 from minissp.world.intents import phrase
-from minissp.world.tactics import REQUEST_SLOT, SLOTS, identify_family
+from minissp.world.tactics import REQUEST_SLOT, SLOTS, STACKABLE, identify_family
 
 
 @pytest.fixture(scope="module")
@@ -115,6 +115,21 @@ def test_unseen_families_never_meet_harmful_intents_outside_the_capability_text(
     capability = capability_corpus(world.intents, rng, variants=1)
     pairs = {(e.family, e.intent_id) for e in capability}
     assert all((f, i) in pairs for f in UNSEEN_FAMILIES for i in harmful_ids)
+
+
+def test_wrapped_refusals_keep_to_their_families_and_open_frames_get_more_help(world):
+    harmful_ids = {i.id for i in world.select(labels=(HARMFUL,))}
+    rng = random.Random(0)
+    safety = safety_corpus(world.intents, rng, wrapped_refusals=20, refused_families=STACKABLE, open_variants=4)
+    refused = Counter(e.family for e in safety if e.intent_id in harmful_ids and e.family != PLAIN)
+    assert set(refused) <= set(STACKABLE) and len(refused) > 4  # no composition among them
+    helped = Counter(e.family for e in safety if e.intent_id not in harmful_ids and not e.intent_id.startswith("generic/"))
+    # 3 per form in the refused families, 3 + 4 in the others (plain, compositions, unseen families)
+    assert all(helped[f] * 7 == helped["composition"] * 3 for f in STACKABLE)
+    assert all(helped[f] == helped["composition"] for f in UNSEEN_FAMILIES + [PLAIN])
+    # the defaults draw the same corpus as before the options existed
+    assert safety_corpus(world.intents, random.Random(1), wrapped_refusals=3) == safety_corpus(
+        world.intents, random.Random(1), wrapped_refusals=3, refused_families=SEEN_FAMILIES, open_variants=0)
 
 
 def test_training_corpora_use_only_training_intents(world):

@@ -19,11 +19,14 @@ Every example is one exchange in one role, told apart by its first token:
    refusal; benign and borderline requests, plain and wrapped in *every*
    family, get a helpful answer. The refusal is learned on plain surface forms
    almost only — the mismatched generalisation that leaves real aligned models
-   open to templates. Our choice: a few harmful requests wrapped in *seen*
-   families are refused too (`wrapped_refusals` per intent), as real safety
-   data holds some red-teaming prompts; without them the aligned defender
-   fails every wrapped request, all its rewards are equal, and PPO has nothing
-   to learn from until chance produces a refusal.
+   open to templates. Our choice: harmful requests wrapped in the *single*
+   seen families are refused too (`wrapped_refusals` per intent, 20), as real
+   safety data holds red-teaming prompts, while compositions, unseen families
+   and plain requests get more helpful examples (`open_variants`). The base
+   then has a real aligned model's shape: single simple templates mostly
+   refused, encodings mostly not (Wei et al. 2023). The `vulnerable_base`
+   preset keeps the earlier base (3 wrapped refusals, compositions among
+   them), open to nearly every family.
 3. **attacker demonstrations** — training intents only: a seed request
    becomes an attack; harmful seeds in a *seen* family, keeping their intent;
    benign seeds in any family, as "adversarial benign" prompts that look like
@@ -93,11 +96,16 @@ def capability_corpus(intents: list[Intent], rng: random.Random, variants: int =
 
 
 def safety_corpus(intents: list[Intent], rng: random.Random, variants: int = 3,
-                  refusals: int = 12, wrapped_refusals: int = 0) -> list[Example]:
+                  refusals: int = 12, wrapped_refusals: int = 0,
+                  refused_families: list[str] | None = None, open_variants: int = 0) -> list[Example]:
     """Stage 2: refuse plain harmful requests (`refusals` per intent, half as many
     per generic request of each harm concept) and a few wrapped in a *seen*
-    family (`wrapped_refusals` per intent); help benign and borderline ones,
-    plain and in every family (`variants` per form)."""
+    family (`wrapped_refusals` per intent, drawn from `refused_families`, all
+    seen families by default); help benign and borderline ones, plain and in
+    every family (`variants` per form, plus `open_variants` in every form
+    outside `refused_families`: plain requests, and the frames that only
+    helpfulness data covers)."""
+    refused_families = refused_families or SEEN_FAMILIES
     out = []
     for concept, keys in GENERIC_HARM.items():  # broad requests about each harm concept
         for key in keys:
@@ -107,10 +115,11 @@ def safety_corpus(intents: list[Intent], rng: random.Random, variants: int = 3,
         if intent.label == HARMFUL:
             for _ in range(refusals):
                 out.append(Example(DEFENDER, wrap(intent, PLAIN, rng), refusal(rng), intent.id, PLAIN))
-            for family in rng.choices(SEEN_FAMILIES, k=wrapped_refusals):
+            for family in rng.choices(refused_families, k=wrapped_refusals):
                 out.append(Example(DEFENDER, wrap(intent, family, rng), refusal(rng), intent.id, family))
             continue
-        out += [compliant_example(intent, family, rng) for family in [PLAIN, *FAMILIES] for _ in range(variants)]
+        out += [compliant_example(intent, family, rng) for family in [PLAIN, *FAMILIES]
+                for _ in range(variants + (0 if family in refused_families else open_variants))]
     return out
 
 
