@@ -13,6 +13,7 @@ into what a reader needs to judge a difference:
   mean holds.
 
     python -m minissp.stats results        # results/results.json -> results/stats.md
+    python -m minissp.stats results --families   # per-family ASR -> results/families.md
 
 Simplified: with five seeds a bootstrap interval is rough (five numbers have only 126 distinct
 resamples) and too narrow rather than too wide; read it beside the per-seed differences, which
@@ -120,12 +121,32 @@ def format_stats(stats: dict, columns: list[tuple[str, str, bool]], titles: dict
     return "\n".join(rows)
 
 
+def family_table(per_seed: dict[str, dict[str, dict]], methods: list[str], titles: dict[str, str]) -> str:
+    """A markdown table, one row per jailbreak family and novel form (the `asr/` and `asr_novel/`
+    keys), one column per method: mean ASR over seeds [95% bootstrap interval]."""
+    first = next(iter(per_seed[methods[0]].values()))
+    keys = [k for k in first if k.startswith(("asr/", "asr_novel/"))]
+    rows = [f"| family or form | {' | '.join(titles.get(m, m) + ' (%)' for m in methods)} |",
+            "| --- " * (len(methods) + 1) + "|"]
+    for key in keys:
+        cells = []
+        for method in methods:
+            mean, low, high = bootstrap_mean_ci([numbers.get(key, math.nan) for numbers in per_seed[method].values()])
+            cells.append(f"{_number(mean, True)} [{_number(low, True)}, {_number(high, True)}]")
+        name = key.replace("asr_novel/", "novel: ").replace("asr/", "")
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     from .checkpoint import atomic_write_text
     from .experiments import COLUMNS
     from .methods import METHODS
     parser = argparse.ArgumentParser(prog="python -m minissp.stats", description=__doc__.split("\n\n")[0])
     parser.add_argument("out", help="a grid's output folder (holding results.json)")
+    parser.add_argument("--families", nargs="*", metavar="METHOD",
+                        help="write OUT/families.md instead: ASR per family and novel form for these "
+                             "methods (default: sft ssp_ucb)")
     args = parser.parse_args(argv)
     path = os.path.join(args.out, "results.json")
     try:
@@ -135,8 +156,19 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, KeyError) as e:
         print(f"error: {path} is not a grid report ({e.__class__.__name__}: {e})", file=sys.stderr)
         return 2
-    text = format_stats(grid_stats(per_seed, [key for _, key, _ in COLUMNS]), COLUMNS,
-                        {name: title for name, (title, _) in METHODS.items()})
+    titles = {name: title for name, (title, _) in METHODS.items()}
+    if args.families is not None:
+        methods = args.families or [m for m in ("sft", "ssp_ucb") if m in per_seed]
+        missing = [m for m in methods if m not in per_seed]
+        if missing or not methods:
+            print(f"error: {path} has no method {missing or 'sft or ssp_ucb'}; it has {sorted(per_seed)}",
+                  file=sys.stderr)
+            return 2
+        text = family_table(per_seed, methods, titles)
+        atomic_write_text(os.path.join(args.out, "families.md"), text + "\n")
+        print(text)
+        return 0
+    text = format_stats(grid_stats(per_seed, [key for _, key, _ in COLUMNS]), COLUMNS, titles)
     atomic_write_text(os.path.join(args.out, "stats.md"), text + "\n")
     print(text)
     return 0

@@ -87,3 +87,21 @@ def test_the_command_writes_stats_md_and_refuses_what_is_not_a_report(tmp_path, 
     run = subprocess.run([sys.executable, "-m", "minissp.stats", str(tmp_path / "nowhere")], capture_output=True,
                          text=True)
     assert run.returncode == 2 and run.stderr.count("\n") == 1 and "Traceback" not in run.stderr
+
+
+def test_the_family_table_gives_each_family_its_mean_and_interval_per_method(tmp_path, capsys):
+    per_seed = {m: {str(s): {"asr/cipher": 0.2 * s + (0.1 if m == "sft" else 0.0), "asr_novel/repeated": 0.5,
+                             "asr_seen": 0.9} for s in range(3)} for m in ("sft", "ssp_ucb", "static")}
+    (tmp_path / "results.json").write_text(json.dumps({"per_seed": per_seed}))
+    assert main([str(tmp_path), "--families"]) == 0
+    lines = (tmp_path / "families.md").read_text().splitlines()
+    assert lines[0].count("|") == 4 and "SFT" in lines[0] and "UCB" in lines[0]  # the default methods
+    assert lines[2] == "| cipher | 30.0 [10.0, 50.0] | 20.0 [0.0, 40.0] |"
+    assert lines[3] == "| novel: repeated | 50.0 [50.0, 50.0] | 50.0 [50.0, 50.0] |"
+    assert len(lines) == 4  # family and form keys only
+    assert main([str(tmp_path), "--families", "static"]) == 0
+    assert (tmp_path / "families.md").read_text().splitlines()[2] == "| cipher | 20.0 [0.0, 40.0] |"
+    capsys.readouterr()
+    assert main([str(tmp_path), "--families", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "nope" in err and err.count("\n") == 1
