@@ -273,8 +273,8 @@ PRESETS: dict[str, dict[str, object]] = {
         "selfplay.iterations": 100, "selfplay.seeds_per_iteration": 64, "selfplay.response_max_new_tokens": 48,
         "ppo.lr": 3e-6, "ppo.minibatch_size": 16, "eval.max_new_tokens": 48, "eval.batch_size": 64,
     },
-    # the supervised base before it learned to refuse single seen templates: 3 wrapped refusals
-    # per harmful intent, compositions among them, no extra help outside them (docs/results.md)
+    # the earlier supervised base, more open to seen templates on average over seeds: 3 wrapped
+    # refusals per harmful intent, compositions among them, no extra help outside them
     "vulnerable_base": {"sft.wrapped_refusals": 3, "sft.refuse_stacks": True, "sft.open_variants": 0},
     # the tiny preset from a pretrained model the command line names (sft.init_from=DIR): the
     # pretrained path end to end in seconds on a CPU, for tests and smoke runs

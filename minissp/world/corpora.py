@@ -26,7 +26,7 @@ Every example is one exchange in one role, told apart by its first token:
    then has a real aligned model's shape: single simple templates mostly
    refused, encodings mostly not (Wei et al. 2023). The `vulnerable_base`
    preset keeps the earlier base (3 wrapped refusals, compositions among
-   them), open to nearly every family.
+   them), more open to the seen templates on average over seeds.
 3. **attacker demonstrations** — training intents only: a seed request
    becomes an attack; harmful seeds in a *seen* family, keeping their intent;
    benign seeds in any family, as "adversarial benign" prompts that look like
