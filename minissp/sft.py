@@ -82,8 +82,9 @@ class SFTConfig:
     refuse_stacks: bool = False
     """Whether those wrapped refusals include compositions (two seen families stacked)."""
     open_variants: int = 6
-    """Extra helpful examples per benign intent in every form no wrapped refusal uses: plain
-    requests, and the families only helpfulness data covers (compositions unless refused, unseen)."""
+    """Extra helpful examples per benign or borderline intent in every form no wrapped refusal
+    uses: plain requests, and the families only helpfulness data covers (compositions unless
+    refused, the unseen ones)."""
     attacker_variants: int = 8
     """Attacker demonstrations per training intent."""
     capability_steps: int = 400
