@@ -88,6 +88,11 @@ def _number(x: float, percent: bool) -> str:
     return "n/a" if math.isnan(x) else f"{100 * x:.1f}" if percent else f"{x:.3f}"
 
 
+def _interval(c: dict, percent: bool) -> str:
+    """"mean [low, high]" of a {mean, low, high} record."""
+    return f"{_number(c['mean'], percent)} [{_number(c['low'], percent)}, {_number(c['high'], percent)}]"
+
+
 def format_stats(stats: dict, columns: list[tuple[str, str, bool]], titles: dict[str, str]) -> str:
     """Two markdown tables: mean [95% interval] per method, and the paired differences.
     `columns`: (title, key, is a rate) as `experiments.COLUMNS`; `titles`: method -> its name."""
@@ -95,12 +100,9 @@ def format_stats(stats: dict, columns: list[tuple[str, str, bool]], titles: dict
         titles_row = " | ".join(f"{title}{' (%)' if pct else ''}" for title, _, pct in columns)
         return [f"| {first} | {titles_row} |", "| --- " * (len(columns) + 1) + "|"]
 
-    def interval(c: dict, pct: bool) -> str:
-        return f"{_number(c['mean'], pct)} [{_number(c['low'], pct)}, {_number(c['high'], pct)}]"
-
     rows = [f"Mean over seeds [{100 * stats['level']:.0f}% bootstrap interval]:", "", *header("method")]
     for method, numbers in stats["intervals"].items():
-        cells = [interval(numbers[key], pct) for _, key, pct in columns]
+        cells = [_interval(numbers[key], pct) for _, key, pct in columns]
         rows.append(f"| {titles.get(method, method)} | " + " | ".join(cells) + " |")
     if stats["comparisons"]:
         rows += ["", "Paired differences, method minus baseline per seed: mean [interval] (seeds on which the "
@@ -108,7 +110,7 @@ def format_stats(stats: dict, columns: list[tuple[str, str, bool]], titles: dict
                  "", *header("comparison")]
         for name, numbers in stats["comparisons"].items():
             method, baseline = name.split(" - ")
-            cells = [f"{interval(numbers[key], pct)} ({numbers[key]['sign_holds']}/{numbers[key]['n']})"
+            cells = [f"{_interval(numbers[key], pct)} ({numbers[key]['sign_holds']}/{numbers[key]['n']})"
                      for _, key, pct in columns]
             rows.append(f"| {titles.get(method, method)} − {titles.get(baseline, baseline)} | "
                         + " | ".join(cells) + " |")
@@ -126,15 +128,12 @@ def family_table(per_seed: dict[str, dict[str, dict]], methods: list[str], title
     keys), one column per method: mean ASR over seeds [95% bootstrap interval]."""
     first = next(iter(per_seed[methods[0]].values()))
     keys = [k for k in first if k.startswith(("asr/", "asr_novel/"))]
+    intervals = grid_stats({m: per_seed[m] for m in methods}, keys)["intervals"]
     rows = [f"| family or form | {' | '.join(titles.get(m, m) + ' (%)' for m in methods)} |",
             "| --- " * (len(methods) + 1) + "|"]
     for key in keys:
-        cells = []
-        for method in methods:
-            mean, low, high = bootstrap_mean_ci([numbers.get(key, math.nan) for numbers in per_seed[method].values()])
-            cells.append(f"{_number(mean, True)} [{_number(low, True)}, {_number(high, True)}]")
         name = key.replace("asr_novel/", "novel: ").replace("asr/", "")
-        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+        rows.append(f"| {name} | " + " | ".join(_interval(intervals[m][key], True) for m in methods) + " |")
     return "\n".join(rows)
 
 
