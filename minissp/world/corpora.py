@@ -17,14 +17,15 @@ Every example is one exchange in one role, told apart by its first token:
    knowledge without teaching the defender to comply (`sft.replay_documents`).
 2. **safety tuning** — training intents only: plain harmful requests get a
    refusal; benign and borderline requests, plain and wrapped in *every*
-   family, get a helpful answer. The refusal is learned on plain surface forms
-   almost only — the mismatched generalisation that leaves real aligned models
-   open to templates. Our choice: harmful requests wrapped in the *single*
-   seen families are refused too (`wrapped_refusals` per intent, 20), as real
-   safety data holds red-teaming prompts, while compositions, unseen families
-   and plain requests get more helpful examples (`open_variants`). The base
-   then has a real aligned model's shape: single simple templates mostly
-   refused, encodings mostly not (Wei et al. 2023). The `vulnerable_base`
+   family, get a helpful answer. Harmful requests are refused plain and in
+   the *single* seen families only (`wrapped_refusals` per intent, 20), as
+   real safety data holds red-teaming prompts; compositions, unseen families
+   and plain requests get more helpful examples (`open_variants`). Nothing
+   refuses an unseen family or an encoding — the mismatched generalisation
+   that leaves real aligned models open to them. Our choice: this mix, which
+   moves the base, on average over seeds, toward a real aligned model's
+   shape: single simple templates mostly refused, encodings mostly not (Wei
+   et al. 2023; measured in docs/results.md). The `vulnerable_base`
    preset keeps the earlier base (3 wrapped refusals, compositions among
    them), more open to the seen templates on average over seeds.
 3. **attacker demonstrations** — training intents only: a seed request
@@ -99,7 +100,7 @@ def safety_corpus(intents: list[Intent], rng: random.Random, variants: int = 3,
                   refusals: int = 12, wrapped_refusals: int = 0,
                   refused_families: list[str] | None = None, open_variants: int = 0) -> list[Example]:
     """Stage 2: refuse plain harmful requests (`refusals` per intent, half as many
-    per generic request of each harm concept) and a few wrapped in a *seen*
+    per generic request of each harm concept) and some wrapped in a *seen*
     family (`wrapped_refusals` per intent, drawn from `refused_families`, all
     seen families by default); help benign and borderline ones, plain and in
     every family (`variants` per form, plus `open_variants` in every form
